@@ -1,0 +1,405 @@
+"""The Python API, with deid's names: the stages called in order.
+
+``get_identifiers`` (discover -> scan) and ``replace_identifiers`` (discover -> [scan -> mapping
+join] -> apply -> manifest) wire the stage modules together; :mod:`deid_batch.pipeline` runs the
+partitions. ``client`` may be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in
+this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
+``scheduler="tcp://host:8786"`` connects to an existing one, otherwise work runs in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+from deid_batch import keys as keys_mod
+from deid_batch.apply import ApplyConfig, apply_partition
+from deid_batch.discover import check_output_location, discover
+from deid_batch.engine import EngineOptions, private_tags_warning
+from deid_batch.errors import ConfigError
+from deid_batch.manifest import ManifestStore, Summary, default_manifest_dir, read_manifest
+from deid_batch.mapping import from_lookup, join_variables, load_mapping, mapping_digest
+from deid_batch.pipeline import Executor, open_executor, partition_size, run_partitions
+from deid_batch.recipe import Recipe, RecipeAction, load_recipe
+from deid_batch.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
+from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
+from deid_batch.writing import TMP_MARKER
+
+__all__ = [
+    "ApplyReport",
+    "as_lookup",
+    "get_identifiers",
+    "get_private",
+    "has_private",
+    "load_config",
+    "read_manifest",
+    "remove_private_identifiers",
+    "replace_identifiers",
+    "run_apply",
+    "run_scan",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------- deid config.json
+@dataclass(frozen=True)
+class DeidConfig:
+    """deid's ``config.json``: ``get.skip``, ``get.ids`` (entity/item), ``put.actions``."""
+
+    skip: tuple[str, ...] = DEFAULT_SCAN_SKIP
+    entity_id: str | None = None
+    item_id: str | None = None
+    put_actions: tuple[RecipeAction, ...] | None = None
+
+
+def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None) -> DeidConfig:
+    """Read a deid-style ``config.json`` (path or dict)."""
+    if config is None:
+        return DeidConfig()
+    name = "<config>"
+    if not isinstance(config, Mapping):
+        name = os.fspath(config)
+        try:
+            with open(name, encoding="utf-8") as fh:
+                config = json.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {name} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {name} is not valid JSON (line {exc.lineno})") from None
+    get = config.get("get", {}) or {}
+    put = config.get("put", {}) or {}
+    ids = get.get("ids", {}) or {}
+    put_actions = None
+    if "actions" in put:
+        recipe = load_recipe({"format": "dicom", "header": list(put["actions"])})
+        put_actions = tuple(recipe.header)
+    skip = tuple(get["skip"]) if "skip" in get else DEFAULT_SCAN_SKIP
+    return DeidConfig(skip, ids.get("entity"), ids.get("item"), put_actions)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _files_arg(files: Any, dicom_files: Any) -> Any:
+    if files is not None and dicom_files is not None:
+        raise ConfigError("give the inputs once: files= or dicom_files=, not both")
+    files = files if files is not None else dicom_files
+    if files is None:
+        raise ConfigError("no input files: pass a folder, a file, or a list of them")
+    return files
+
+
+def _sources_digest(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+def _notify(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+# ---------------------------------------------------------------------------- scan
+def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
+             parquet_path: str | None = None, errors_path: str | None = None,
+             progress: Progress | None = None, keep_fields: bool = True,
+             size: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """Scan ``paths``; return (identifiers, errors). With ``parquet_path`` the identifiers are
+    streamed to Parquet in input order and the returned table keeps only the key columns."""
+    size = partition_size(len(paths), size)
+    writer = pq.ParquetWriter(parquet_path + ".tmp", IDENTIFIERS) if parquet_path else None
+    kept: list[pa.RecordBatch] = []
+    errs: list[pa.RecordBatch] = []
+    pending: dict[int, pa.RecordBatch] = {}
+    nxt, done = 0, 0
+
+    def lost(i: int, chunk: Any, exc: BaseException) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        rows = {"source": list(chunk), "status": [Status.FAILED.value] * len(chunk),
+                "reason": [f"{Reason.WORKER_LOST.value}: the worker scanning this file was lost"] * len(chunk)}
+        return pa.RecordBatch.from_pylist([], schema=IDENTIFIERS), pa.RecordBatch.from_pydict(rows, schema=SCAN_ERRORS)
+
+    try:
+        for i, (ids, errors), n in run_partitions(executor, scan_partition, paths, scan_config,
+                                                  size=size, on_lost=lost):
+            errs.append(errors)
+            pending[i] = ids
+            while nxt in pending:
+                batch = pending.pop(nxt)
+                if writer is not None:
+                    writer.write_batch(batch)
+                kept.append(batch if keep_fields and writer is None
+                            else batch.select(["source", "entity_id", "item_id"]))
+                nxt += 1
+            done += n
+            _notify(progress, done, len(paths))
+    except BaseException:
+        if writer is not None:
+            writer.close()
+            os.unlink(parquet_path + ".tmp")  # type: ignore[operator]
+        raise
+    if writer is not None:
+        writer.close()
+        os.replace(parquet_path + ".tmp", parquet_path)  # type: ignore[operator]
+    schema = IDENTIFIERS if keep_fields and writer is None else pa.schema(list(IDENTIFIERS)[:3])
+    table = pa.Table.from_batches(kept, schema=schema)
+    errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
+    if errors_path:
+        pq.write_table(errors_table, errors_path)
+    return table, errors_table
+
+
+def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id: str | None = None,
+                    client: Any = None, workers: int | None = None, scheduler: str | None = None,
+                    config: Any = None, expand_sequences: bool = True, return_errors: bool = False,
+                    progress: Progress | None = None, dicom_files: Any = None,
+                    ) -> pa.Table | tuple[pa.Table, pa.Table]:
+    """One row per readable file: source, entity and item ids, flattened header fields.
+
+    Headers only (read with ``stop_before_pixels``; the config's skip list leaves bulk data out).
+    Unreadable files go to a separate errors table (``return_errors=True`` returns
+    ``(identifiers, errors)``); they are logged by count and reason, never silently dropped.
+    """
+    cfg = load_config(config)
+    scan_config = ScanConfig(entity_id or cfg.entity_id or "PatientID",
+                             item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences)
+    paths = discover(_files_arg(files, dicom_files))
+    with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+        table, errors = run_scan(paths, scan_config, ex, progress=progress)
+    if errors.num_rows:
+        logger.warning("%d of %d files could not be read; see the errors table (return_errors=True)",
+                       errors.num_rows, len(paths))
+    return (table, errors) if return_errors else table
+
+
+def as_lookup(table: pa.Table) -> dict[str, dict[str, dict[str, Any]]]:
+    """deid's nested ``{entity: {item: {field: value}}}`` dict, for small interactive use."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        fields = {f["path"]: f["value"] for f in row.get("fields") or ()}
+        fields["source"] = row["source"]
+        out.setdefault(row["entity_id"], {})[row["item_id"]] = fields
+    return out
+
+
+# ---------------------------------------------------------------------------- apply
+@dataclass
+class ApplyReport:
+    """What an apply run did."""
+
+    outputs: list[str]
+    summary: Summary
+    manifest: str
+    output_folder: str
+    identifiers: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.summary.failed else 0
+
+
+def _clean_stale_tmp(folder: str) -> int:
+    n = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            if name.startswith(TMP_MARKER):
+                os.unlink(os.path.join(root, name))
+                n += 1
+    return n
+
+
+def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
+                     ) -> tuple[pa.Table | None, pa.Table | None, dict[str, Callable[..., Any]]]:
+    """Return (identifier keys table or None, mapping table or None, functions from ids)."""
+    functions: dict[str, Callable[..., Any]] = {}
+    keys_table = None
+    mapping = None
+    if isinstance(ids, (str, os.PathLike)):
+        keys_table = pq.read_table(os.fspath(ids), columns=["source", "entity_id", "item_id"])
+    elif isinstance(ids, pa.Table):
+        keys_table = ids.select(["source", "entity_id", "item_id"])
+    elif isinstance(ids, Mapping):
+        mapping, functions = from_lookup(ids, entity, item)
+    elif ids is not None:
+        raise ConfigError("ids= must be an identifiers table, its Parquet path, or as_lookup()'s dict")
+    if variables is not None:
+        if mapping is not None:
+            raise ConfigError("give variables either in ids (as_lookup dict) or in variables=, not both")
+        mapping = load_mapping(variables)
+    return keys_table, mapping, functions
+
+
+def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any = None,
+              output_folder: str | None = None, overwrite: bool = False, remove_private: bool = True,
+              entity_id: str | None = None, item_id: str | None = None, client: Any = None,
+              workers: int | None = None, scheduler: str | None = None, config: Any = None,
+              functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
+              resume: bool = False, key_file: str | None = None, partition: int | None = None,
+              progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
+              ) -> ApplyReport:
+    """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs)."""
+    parsed: Recipe = load_recipe(recipe)
+    cfg = load_config(config)
+    entity = entity_id or cfg.entity_id or "PatientID"
+    item = item_id or cfg.item_id or "SOPInstanceUID"
+    default_options = EngineOptions()
+    options = EngineOptions(
+        remove_private=remove_private,
+        skip=cfg.skip if config is not None else default_options.skip,
+        put_actions=cfg.put_actions if cfg.put_actions is not None else default_options.put_actions,
+    )
+    paths = discover(files)
+    if output_folder is None:
+        output_folder = tempfile.mkdtemp(prefix="deid-batch-")
+    output_folder = os.path.abspath(output_folder)
+    check_output_location(files, output_folder)
+    manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
+    key = keys_mod.resolve_key(manifest_dir, key_file)
+    options = EngineOptions(remove_private=options.remove_private, uid_key=key, skip=options.skip,
+                            put_actions=options.put_actions)
+    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item)
+    all_functions = {**id_functions, **dict(functions or {})}
+    size = partition_size(len(paths), partition)
+    fingerprint = {
+        "recipe": parsed.digest, "mapping": mapping_digest(mapping), "sources": _sources_digest(paths),
+        "output_folder": output_folder, "overwrite": overwrite, "remove_private": remove_private,
+        "entity_id": entity, "item_id": item, "skip": list(options.skip),
+        "put_actions": [f"{a.action} {a.field} {a.value or ''}".strip() for a in options.put_actions],
+        "functions": sorted(all_functions), "partition_size": size,
+        "key": keys_mod.key_fingerprint(key),
+    }
+    store = ManifestStore(manifest_dir)
+    done_parts = store.prepare(fingerprint, resume=resume)
+    if resume and os.path.isdir(output_folder):
+        stale = _clean_stale_tmp(output_folder)
+        if stale:
+            logger.info("removed %d partial temporary files left by the interrupted run", stale)
+    os.makedirs(output_folder, exist_ok=True)
+    report = ApplyReport([], Summary(), manifest_dir, output_folder)
+    if not remove_private:
+        logger.warning(private_tags_warning())
+        report.messages.append(private_tags_warning())
+    with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+        if on_start is not None:
+            on_start(ex)
+        rows_vars: list[Mapping[str, Any] | None] = [None] * len(paths)
+        if mapping is not None:
+            if keys_table is None:
+                ids_path = os.path.join(manifest_dir, "_identifiers.parquet")
+                logger.info("gathering identifiers of %d files for the mapping join", len(paths))
+                keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip), ex,
+                                         parquet_path=ids_path, keep_fields=False)
+                report.identifiers = ids_path
+            joined = join_variables(keys_table, mapping, entity, item)
+            report.summary.unmapped = joined.unmapped
+            if joined.unmapped:
+                logger.warning("%d files have no row in the mapping; their var: lookups are missing",
+                               joined.unmapped)
+            by_source = {}
+            for row in joined.table.to_pylist():
+                src = row.pop("source")
+                by_source[src] = {k: v for k, v in row.items() if v is not None}
+            rows_vars = [by_source.get(p) for p in paths]
+        items = list(zip(paths, rows_vars))
+        apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
+                                   tuple(sorted(all_functions.items())))
+        total, done = len(items), 0
+        for i in sorted(done_parts):
+            n = store.read_part(i).num_rows
+            done += n
+        if done_parts:
+            logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
+        _notify(progress, done, total)
+
+        def lost(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
+            reason = f"{Reason.WORKER_LOST.value}: the worker processing this partition was lost repeatedly"
+            return pa.RecordBatch.from_pylist(
+                [{"source": s, "output": None, "status": Status.FAILED.value, "reason": reason,
+                  "warnings": [], "partition": i} for s, _v in chunk], schema=MANIFEST)
+
+        for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
+                                          skip=frozenset(done_parts), on_lost=lost):
+            store.write_part(i, batch)
+            for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
+                if status == Status.EXISTS.value:
+                    logger.error("%s already exists, overwrite set to False. Not writing.", out)
+            done += n
+            _notify(progress, done, total)
+    table = store.read().sort_by([("partition", "ascending")])
+    report.summary.add(table)
+    report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
+    return report
+
+
+def replace_identifiers(files: Any = None, *, recipe: Any = None, ids: Any = None, variables: Any = None,
+                        output_folder: str | None = None, overwrite: bool = False,
+                        remove_private: bool = True, entity_id: str | None = None,
+                        item_id: str | None = None, client: Any = None, config: Any = None,
+                        functions: Mapping[str, Callable[..., Any]] | None = None,
+                        dicom_files: Any = None, deid: Any = None, **kwargs: Any) -> list[str]:
+    """De-identify ``files`` with ``recipe``; return the output paths in input order.
+
+    Failed and skipped files have no output path (they are in the manifest, with a reason).
+    ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
+    Extra keyword arguments (``workers``, ``scheduler``, ``manifest``, ``resume``, ``key_file``,
+    ``partition``, ``progress``) are those of :func:`run_apply`.
+    """
+    if recipe is not None and deid is not None:
+        raise ConfigError("give the recipe once: recipe= or deid=, not both")
+    unknown = set(kwargs) - {"workers", "scheduler", "manifest", "resume", "key_file", "partition", "progress"}
+    if unknown:
+        raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,
+                       ids=ids, variables=variables, output_folder=output_folder, overwrite=overwrite,
+                       remove_private=remove_private, entity_id=entity_id, item_id=item_id,
+                       client=client, config=config, functions=functions, **kwargs)
+    if report.summary.failed:
+        logger.warning("%d files failed; see the manifest in %s", report.summary.failed, report.manifest)
+    return report.outputs
+
+
+_EMPTY_RECIPE = {"format": "dicom", "header": []}
+
+
+def remove_private_identifiers(files: Any = None, *, output_folder: str | None = None,
+                               overwrite: bool = False, client: Any = None, dicom_files: Any = None,
+                               **kwargs: Any) -> list[str]:
+    """Copy ``files`` with every private tag removed (nothing else changes but the file meta)."""
+    return replace_identifiers(files, dicom_files=dicom_files, recipe=_EMPTY_RECIPE,
+                               output_folder=output_folder, overwrite=overwrite, remove_private=True,
+                               client=client, **kwargs)
+
+
+def get_private(dataset: Dataset) -> list[DataElement]:
+    """Every private element of ``dataset``, nested sequences included (deid's order)."""
+    found: list[DataElement] = []
+    queue = [dataset]
+    while queue:
+        ds = queue.pop(0)
+        for elem in ds:
+            if elem.tag.is_private:
+                found.append(elem)
+                if elem.VR == "SQ":
+                    queue.extend(elem.value)
+    return found
+
+
+def has_private(dataset: Dataset) -> bool:
+    """True if ``dataset`` holds any private element."""
+    return bool(get_private(dataset))
+
+

@@ -1,0 +1,100 @@
+"""Apply stage (workers): read, de-identify and write one partition of files.
+
+Takes a partition of ``(source, variables)`` rows and a frozen :class:`ApplyConfig`; returns one
+manifest record batch (:data:`~deid_batch.schemas.MANIFEST`) with exactly one row per input:
+``written`` (a new output, or the identical output an earlier attempt of this job left), ``exists``
+(a different file is at the output path and overwrite is off), ``skipped`` or ``failed`` with a
+reason code. One bad file never stops the partition.
+
+Pure and picklable: no dask, no state between calls, datasets never leave the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from deid_batch import reading
+from deid_batch.engine import EngineOptions, deidentify_dataset
+from deid_batch.errors import DatasetError
+from deid_batch.layout import output_path
+from deid_batch.recipe import Recipe
+from deid_batch.schemas import MANIFEST, Reason, Status
+from deid_batch.writing import Outcome, encode, write_atomic
+
+__all__ = ["ApplyConfig", "apply_partition", "process_file"]
+
+logger = logging.getLogger(__name__)
+
+Row = tuple[str, "Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ApplyConfig:
+    """Everything an apply worker needs, passed explicitly (nothing read from the environment)."""
+
+    recipe: Recipe
+    options: EngineOptions
+    output_folder: str
+    name_key: bytes = field(repr=False)
+    overwrite: bool = False
+    functions: tuple[tuple[str, Callable[..., Any]], ...] = ()
+
+
+def _row(source: str, output: str | None, status: Status, reason: str | None,
+         warnings: Sequence[str], partition: int) -> dict[str, Any]:
+    return {"source": source, "output": output, "status": status.value, "reason": reason,
+            "warnings": list(warnings), "partition": partition}
+
+
+def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
+                 partition: int = 0) -> dict[str, Any]:
+    """De-identify one file; return its manifest row (never raises for bad input)."""
+    problem = reading.classify_entry(source)
+    if problem is not None:
+        status, reason, message = problem
+        return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
+    out = output_path(config.output_folder, config.name_key, source)
+    label = os.path.basename(out)
+    try:
+        ds = reading.read_dataset(source)
+    except DatasetError as exc:
+        status = Status.SKIPPED if exc.reason == Reason.DICOMDIR.value else Status.FAILED
+        return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
+    try:
+        result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
+                                    options=config.options, source=label)
+    except DatasetError as exc:
+        return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
+    except Exception as exc:  # noqa: BLE001 - a recipe must never stop the run; no message (may hold values)
+        logger.debug("unexpected %s while de-identifying %s", type(exc).__name__, label)
+        return _row(source, None, Status.FAILED,
+                    f"{Reason.DEID_ERROR.value}: unexpected {type(exc).__name__} while applying the recipe",
+                    (), partition)
+    warnings = result.warnings
+    try:
+        data = encode(result.dataset)
+    except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
+        return _row(source, None, Status.FAILED,
+                    f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
+                    f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
+    try:
+        outcome = write_atomic(out, data, overwrite=config.overwrite)
+    except OSError as exc:
+        return _row(source, None, Status.FAILED,
+                    f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)
+    if outcome is Outcome.EXISTS:
+        return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
+                    warnings, partition)
+    return _row(source, out, Status.WRITTEN, None, warnings, partition)
+
+
+def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) -> pa.RecordBatch:
+    """De-identify a partition; one manifest row per input row, in input order."""
+    out = [process_file(source, variables, config, partition) for source, variables in rows]
+    return pa.RecordBatch.from_pylist(out, schema=MANIFEST)

@@ -1,0 +1,274 @@
+"""``deid-batch``: a thin command line over the library (argv -> call -> exit code).
+
+Exit codes: 0 every file done, 1 some files failed (or verify found a leak), 2 usage or
+configuration error (bad recipe, mapping, options). Only this module prints, configures logging
+handlers or exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from deid_batch import __version__
+from deid_batch.errors import DeidBatchError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("deid_batch.cli")
+
+EPILOG = """\
+workflow (as in deid's docs: get identifiers, fill in variables, replace):
+  deid-batch scan /data/pacs --ids ids.parquet          # 1. identifiers table (PHI: keep it private)
+  # 2. build mapping.csv with a PatientID column (optionally SOPInstanceUID) and your variables
+  deid-batch apply /data/pacs --out /share/deid --recipe my.recipe --vars mapping.csv --ids ids.parquet
+  deid-batch verify /share/deid --ids ids.parquet       # 3. rescan outputs for original identifiers
+
+without --recipe, apply uses the built-in "remove everything but the pixels" recipe.
+--workers N starts N local worker processes (default: all cores; 0 = in this process);
+--scheduler tcp://host:8786 uses an existing dask.distributed scheduler instead.
+exit codes: 0 ok, 1 some files failed (see the manifest), 2 usage or configuration error.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local worker processes (default: number of cores; 0 = run in this process)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deid-batch", description="Parallel batch de-identification of DICOM archives with deid recipes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"deid-batch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("scan", help="gather identifiers of every file into a Parquet table",
+                       description="Read every file's header (pixels skipped) into IDS.parquet; "
+                       "unreadable files go to IDS.errors.parquet. The table holds PHI: keep it private.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
+    p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table to write")
+    p.add_argument("--entity-id", metavar="FIELD", help="entity id field (default PatientID)")
+    p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
+    p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, get.ids)")
+    _common(p)
+
+    p = sub.add_parser("apply", help="de-identify files into a sharded output folder, with a manifest",
+                       description="Apply a deid recipe to every input and write de-identified copies "
+                       "into OUTDIR (names from hashes), plus a manifest with one row per input.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (not inside an input)")
+    p.add_argument("--recipe", action="append", metavar="R",
+                   help="recipe file, folder, or bundled deid recipe name (dicom, dicom.ultrasound, "
+                   "dicom.xray.chest); repeat to combine. Default: remove everything but the pixels")
+    p.add_argument("--vars", metavar="MAPPING", help="variable mapping (CSV or Parquet) keyed by PatientID "
+                   "[and SOPInstanceUID]; its other columns are variables for var:NAME")
+    p.add_argument("--ids", metavar="IDS.parquet", help="identifiers table from `scan` (else gathered when "
+                   "a mapping needs it)")
+    p.add_argument("--keep-private", action="store_true", help="do not remove private tags (warned)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run (same settings)")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    p.add_argument("--key-file", metavar="FILE", help="secret key for new UIDs and output names "
+                   "(default: $DEID_BATCH_KEY, else generated and kept in the manifest folder)")
+    p.add_argument("--entity-id", metavar="FIELD", help="entity id field (default PatientID)")
+    p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
+    p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, put.actions)")
+    p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    _common(p)
+
+    p = sub.add_parser("strip-private", help="copy files with every private tag removed")
+    p.add_argument("sources", nargs="+", metavar="SRC")
+    p.add_argument("--out", required=True, metavar="OUTDIR")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--manifest", metavar="DIR")
+    _common(p)
+
+    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)")
+    p.add_argument("output", metavar="OUTDIR")
+    p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--recipe", action="append", metavar="R")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="generate a small example archive and run scan + apply on it")
+    p.add_argument("folder", nargs="?", default="deid-batch-demo", help="where to put it (default ./deid-batch-demo)")
+    p.add_argument("--files", type=int, default=200, help="number of files (default 200)")
+    _common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
+    elif args.verbose == 1:
+        level = logging.INFO
+    elif args.verbose >= 2:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("deid_batch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _workers(args: argparse.Namespace) -> int | None:
+    if args.scheduler:
+        return None
+    return os.cpu_count() or 1 if args.workers is None else args.workers
+
+
+def _progress(args: argparse.Namespace, label: str) -> Any:
+    from deid_batch.progress import ProgressBar
+
+    return ProgressBar(label, enabled=not (args.no_progress or args.quiet))
+
+
+def _announce(args: argparse.Namespace) -> Any:
+    def on_start(ex: Any) -> None:
+        if not args.quiet:
+            print(f"running on: {ex.description}", file=sys.stderr)
+            if ex.dashboard:
+                print(f"dask dashboard: {ex.dashboard}", file=sys.stderr)
+    return on_start
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from deid_batch.api import load_config, run_scan
+    from deid_batch.discover import discover
+    from deid_batch.pipeline import open_executor
+    from deid_batch.scan import ScanConfig
+
+    cfg = load_config(args.config)
+    scan_config = ScanConfig(args.entity_id or cfg.entity_id or "PatientID",
+                             args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip)
+    paths = discover(args.sources)
+    ids = os.path.abspath(args.ids)
+    errors_path = ids[:-8] + ".errors.parquet" if ids.endswith(".parquet") else ids + ".errors.parquet"
+    with open_executor(workers=_workers(args), scheduler=args.scheduler) as ex:
+        _announce(args)(ex)
+        table, errors = run_scan(paths, scan_config, ex, parquet_path=ids, errors_path=errors_path,
+                                 progress=_progress(args, "scan"))
+    print(f"scanned {len(paths)} files: {table.num_rows} identified, {errors.num_rows} not readable")
+    if errors.num_rows:
+        from collections import Counter
+
+        counts = Counter(r.split(":", 1)[0] for r in errors.column("reason").to_pylist())
+        for reason, n in sorted(counts.items()):
+            print(f"    {reason:<14} {n}")
+    print(f"identifiers: {ids}")
+    print(f"errors:      {errors_path}")
+    failed = sum(1 for s in errors.column("status").to_pylist() if s == "failed")
+    return 1 if failed else 0
+
+
+def _print_report(report: Any) -> None:
+    print("\n".join(report.summary.lines()))
+    print(f"output:   {report.output_folder}")
+    print(f"manifest: {report.manifest}")
+    if report.identifiers:
+        print(f"identifiers gathered: {report.identifiers}")
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from deid_batch.api import run_apply
+
+    recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
+    report = run_apply(
+        args.sources, recipe=recipe, ids=args.ids, variables=args.vars, output_folder=args.out,
+        overwrite=args.overwrite, remove_private=not args.keep_private, entity_id=args.entity_id,
+        item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
+        manifest=args.manifest, resume=args.resume, key_file=args.key_file,
+        partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args))
+    _print_report(report)
+    return report.exit_code
+
+
+def _cmd_strip(args: argparse.Namespace) -> int:
+    from deid_batch.api import _EMPTY_RECIPE, run_apply
+
+    report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
+                       remove_private=True, workers=_workers(args), scheduler=args.scheduler,
+                       manifest=args.manifest, progress=_progress(args, "strip-private"),
+                       on_start=_announce(args))
+    _print_report(report)
+    return report.exit_code
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from deid_batch.verify import verify
+
+    hits = verify(args.output, args.ids, manifest=args.manifest)
+    for hit in hits:
+        print(f"LEAK {hit.file} {hit.tag_path} ({hit.kind})")
+    print(f"verify: {len(hits)} hit(s) in {args.output}")
+    return 1 if hits else 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import pydicom
+
+    from deid_batch.engine import EngineOptions, deidentify_dataset
+    from deid_batch.reading import read_dataset
+
+    ds = read_dataset(args.file, stop_before_pixels=True)
+    print(f"# {args.file}")
+    print(ds if not args.recipe else "")
+    if args.recipe:
+        from deid_batch.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0])
+        result = deidentify_dataset(ds, recipe, options=EngineOptions(uid_key=b"inspect-preview-key!"),
+                                    source=os.path.basename(args.file))
+        print(result.dataset)
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    _ = pydicom
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from deid_batch.demo import run_demo
+
+    return run_demo(args.folder, n_files=args.files, workers=_workers(args), scheduler=args.scheduler,
+                    progress=not (args.no_progress or args.quiet))
+
+
+COMMANDS = {"scan": _cmd_scan, "apply": _cmd_apply, "strip-private": _cmd_strip, "verify": _cmd_verify,
+            "inspect": _cmd_inspect, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``deid-batch`` and ``python -m deid_batch``."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        return COMMANDS[args.command](args)
+    except DeidBatchError as exc:
+        print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finish the run with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

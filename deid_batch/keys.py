@@ -1,0 +1,63 @@
+"""The run key: one secret that derives output names and new UIDs (HMAC).
+
+The key comes from the user (``--key-file`` / ``key_file=``, or the ``DEID_BATCH_KEY`` environment
+variable), or is generated once per output and kept in the manifest folder (``_key``, mode 0600),
+never in the output folder and never in logs. Re-running into the same output with the same
+manifest folder reuses it, so the same original UID maps to the same new UID in every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+
+from deid_batch.errors import ConfigError
+
+__all__ = ["ENV_VAR", "KEY_FILE_NAME", "key_fingerprint", "resolve_key"]
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "DEID_BATCH_KEY"
+KEY_FILE_NAME = "_key"
+
+
+def _read_key_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read key file {path}: {exc.strerror}; give a readable file with --key-file"
+        ) from None
+    if len(data) < 16:
+        raise ConfigError(f"key file {path} holds fewer than 16 bytes; use a longer random key")
+    return data
+
+
+def resolve_key(manifest_dir: str, key_file: str | None = None) -> bytes:
+    """Return the run key, creating and storing one in ``manifest_dir`` if none is given."""
+    if key_file:
+        return _read_key_file(key_file)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        if len(env) < 16:
+            raise ConfigError(f"{ENV_VAR} holds fewer than 16 characters; use a longer random key")
+        return env.encode("utf-8")
+    stored = os.path.join(manifest_dir, KEY_FILE_NAME)
+    if os.path.exists(stored):
+        return _read_key_file(stored)
+    os.makedirs(manifest_dir, exist_ok=True)
+    key = secrets.token_hex(32).encode("ascii")
+    fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key + b"\n")
+    logger.info("generated a new run key in the manifest folder (keep it to reproduce UIDs)")
+    return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short non-secret fingerprint of the key, to detect a resume with another key."""
+    return hmac.new(key, b"fingerprint", hashlib.sha256).hexdigest()[:16]

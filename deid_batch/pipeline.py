@@ -1,0 +1,135 @@
+"""Pipeline wiring: the one module that imports dask.
+
+discover -> scan (workers) -> identifiers table -> mapping join -> apply (workers) -> manifest.
+This module only partitions work with a dask bag, ships partitions to workers through the chosen
+scheduler and yields partition results back as they finish; the stage modules hold the work.
+
+Partitioning rule: a partition carries ``ceil(n / 64)`` files, at least 1 and at most 500 (see
+:func:`partition_size`). With a dask.distributed per-task overhead of a few milliseconds and 5-40 ms
+of work per file, 500 files make a task of several seconds, so the scheduler overhead stays below 1%
+while a 64-partition floor keeps every worker busy on small runs. The size depends on the number of
+files only, never on the number of workers, so a resumed run sees the same partitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import dask
+import dask.bag as db
+
+from deid_batch.errors import ConfigError
+
+__all__ = ["Executor", "open_executor", "partition_size", "run_partitions"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_PARTITION = 500
+MIN_PARTITIONS = 64
+
+
+def partition_size(n_files: int, requested: int | None = None) -> int:
+    """Files per partition for ``n_files`` inputs (``requested`` overrides the rule)."""
+    if requested:
+        return max(1, int(requested))
+    return max(1, min(MAX_PARTITION, math.ceil(n_files / MIN_PARTITIONS)))
+
+
+@dataclass
+class Executor:
+    """Where partitions run: a dask.distributed client, or dask's synchronous scheduler."""
+
+    client: Any = None  # distributed.Client or None for the synchronous scheduler
+    description: str = "synchronous scheduler (in this process)"
+    dashboard: str | None = None
+
+    @property
+    def nworkers(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+
+@contextlib.contextmanager
+def open_executor(client: Any = None, *, workers: int | None = None,
+                  scheduler: str | None = None) -> Iterator[Executor]:
+    """Use ``client``; or connect to ``scheduler``; or start a LocalCluster of ``workers`` processes.
+
+    ``client="sync"`` or ``workers=0`` (and no client, no scheduler) run in this process on dask's
+    synchronous scheduler.
+    """
+    if client is not None and client != "sync":
+        yield Executor(client, f"dask client {client.scheduler.address}", client.dashboard_link)
+        return
+    if client == "sync" or (scheduler is None and not workers):
+        yield Executor()
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            c = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(
+                f"cannot connect to the dask scheduler at {scheduler} ({type(exc).__name__}); "
+                "check the address (e.g. tcp://host:8786) and that `dask scheduler` is running"
+            ) from None
+        try:
+            yield Executor(c, f"dask scheduler {scheduler}", c.dashboard_link)
+        finally:
+            c.close()
+        return
+    cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    c = Client(cluster)
+    try:
+        yield Executor(c, f"local cluster of {workers} worker processes", c.dashboard_link)
+    finally:
+        c.close()
+        cluster.close()
+
+
+def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[Any], config: Any,
+                   *, size: int, skip: frozenset[int] = frozenset(),
+                   on_lost: Callable[[int, Sequence[Any], BaseException], T] | None = None,
+                   ) -> Iterator[tuple[int, T, int]]:
+    """Run ``func(partition_items, config, index)`` over a dask bag of ``items``.
+
+    Yields ``(partition index, result, number of items)`` as partitions finish (in order on the
+    synchronous scheduler). Partitions in ``skip`` are not run. A partition whose task fails
+    (e.g. its worker was killed more often than the scheduler retries) is passed to ``on_lost``.
+    """
+    if not items:
+        return
+    bag = db.from_sequence(items, partition_size=size)
+    parts = bag.to_delayed()
+    chunks = [items[i * size:(i + 1) * size] for i in range(len(parts))]
+    todo = [i for i in range(len(parts)) if i not in skip]
+    tasks = {i: dask.delayed(func, pure=False)(parts[i], config, i) for i in todo}
+    if executor.client is None:
+        for i in todo:
+            (result,) = dask.compute(tasks[i], scheduler="sync")
+            yield i, result, len(chunks[i])
+        return
+    from distributed import as_completed
+
+    futures = executor.client.compute([tasks[i] for i in todo])
+    index = {f.key: i for f, i in zip(futures, todo)}
+    for future in as_completed(futures):
+        i = index[future.key]
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost partition must still be accounted for
+            if on_lost is None:
+                raise
+            logger.error("partition %d failed on the cluster (%s); its files are marked failed",
+                         i, type(exc).__name__)
+            result = on_lost(i, chunks[i], exc)
+        future.release()
+        yield i, result, len(chunks[i])

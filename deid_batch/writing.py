@@ -1,0 +1,94 @@
+"""Writing: serialise a de-identified dataset and put it in place atomically.
+
+The file meta is rebuilt to match the dataset (``MediaStorageSOPInstanceUID`` = the dataset's
+``SOPInstanceUID``, removed when the dataset has none; ``MediaStorageSOPClassUID`` = ``SOPClassUID``),
+so no original UID survives in the file meta, and the 128-byte preamble is zeroed (it may hold a
+TIFF header or other data from the source). The bytes are written under a temporary name in the
+target folder and then linked (no overwrite) or renamed (overwrite) into place, so no reader ever
+sees a half-written output.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import secrets
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+__all__ = ["Outcome", "encode", "write_atomic", "TMP_MARKER"]
+
+TMP_MARKER = ".deid-batch-tmp-"
+_PREAMBLE = b"\x00" * 128
+
+
+class Outcome(str, enum.Enum):
+    WRITTEN = "written"
+    IDENTICAL = "identical"  # the same bytes were already there (an earlier attempt of this job)
+    EXISTS = "exists"  # a different file is there and overwrite is off
+
+
+def _rebuild_file_meta(ds: Dataset) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = FileMetaDataset()
+        ds.file_meta = meta
+    if "TransferSyntaxUID" not in meta:
+        implicit = getattr(ds, "is_implicit_VR", None)
+        if implicit is None:
+            implicit = getattr(ds, "_is_implicit_VR", True)
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    for src, dst in (("SOPInstanceUID", "MediaStorageSOPInstanceUID"), ("SOPClassUID", "MediaStorageSOPClassUID")):
+        value = ds.get(src)
+        if isinstance(value, str) and value:
+            setattr(meta, dst, value)
+        elif dst in meta and dst == "MediaStorageSOPInstanceUID":
+            del meta[dst]
+
+
+def encode(ds: Dataset) -> bytes:
+    """Serialise ``ds`` as a DICOM file (preamble zeroed, file meta rebuilt)."""
+    _rebuild_file_meta(ds)
+    ds.preamble = _PREAMBLE
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
+
+
+def _same_content(path: str, data: bytes) -> bool:
+    try:
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read() == data
+    except OSError:
+        return False
+
+
+def write_atomic(path: str, data: bytes, *, overwrite: bool) -> Outcome:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    if os.path.lexists(path):
+        if _same_content(path, data):
+            return Outcome.IDENTICAL
+        if not overwrite:
+            return Outcome.EXISTS
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f"{TMP_MARKER}{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return Outcome.IDENTICAL if _same_content(path, data) else Outcome.EXISTS
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return Outcome.WRITTEN
