@@ -1,0 +1,371 @@
+"""deid_batch benchmarks (issue 3): one invocation, same archives, side-by-side ratios.
+
+    python benchmarks/run.py              # 5,000 small-pixel + 1,000 CT-size files (< 15 min, 2 cores)
+    python benchmarks/run.py --quick      # 500 + 100 files, a minute or two
+    python benchmarks/run.py --publish    # also write benchmarks/latest.json + latest.png (committed)
+
+For each archive (generated once with ``deid_batch.synth``, seed 0, then reused) it times, on a warm
+page cache: ``cp -r`` (the I/O floor); plain pydicom read + write unchanged in one process; pydicom
+header-only reads in one process; deid 0.4.13 ``replace_identifiers`` with its default recipe in one
+process (on an evenly spaced sample when ``--deid-sample`` is smaller than the archive: throughput is
+extrapolated, memory is what the sample used); deid_batch ``scan`` and ``apply`` with 1 and with N
+worker processes (Python API on a LocalCluster started before the clock starts; the CLI end-to-end,
+cluster start-up included, is timed as an extra row). Every stage runs in a fresh process; peak RSS
+is sampled every 50 ms over the process tree (the started process = client and scheduler, its
+largest descendant = a dask worker).
+
+Writes ``benchmarks/results/latest.json`` and ``latest.png`` and prints a table and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HERE,
+    PYTHON,
+    RESULTS,
+    archive,
+    fmt,
+    last_json,
+    list_files,
+    mib,
+    run_sampled,
+    total_bytes,
+    warm_cache,
+)
+
+STAGE_SCRIPT = str(HERE / "stages.py")
+
+
+# --------------------------------------------------------------------------------------- stages
+def _row(archive_name: str, key: str, label: str, files: int, nbytes: int, seconds: float | None,
+         peaks: Any = None, **extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"archive": archive_name, "key": key, "stage": label, "files": files,
+                           "bytes": nbytes, "seconds": seconds}
+    if seconds:
+        row["files_per_s"] = files / seconds
+        row["mb_per_s"] = nbytes / seconds / 1e6
+    if peaks is not None:
+        row["rss_client"] = peaks.root
+        row["rss_worker"] = peaks.child_max or None
+        row["rss_total"] = peaks.total
+    row.update(extra)
+    return row
+
+
+def _stage(stage: str, files: list[str], src: Path, out: Path, work: Path,
+           workers: int = 1, recipe: str = "dicom") -> tuple[dict[str, Any] | None, Any, str]:
+    listing = work / "files.txt"
+    listing.write_text("\n".join(files) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cmd = [PYTHON, STAGE_SCRIPT, stage, "--list", str(listing), "--src", str(src), "--out",
+           str(out), "--workers", str(workers), "--recipe", recipe]
+    proc, _wall, peaks = run_sampled(cmd)
+    result = last_json(proc.stdout)
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0 or result is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return None, peaks, f"failed (exit {proc.returncode}): {' | '.join(tail)}"[:300]
+    if not result.get("available"):
+        return None, peaks, f"not available: {result.get('why')}"
+    peaks.root = max(peaks.root, int(result.get("maxrss", 0)))
+    return result, peaks, ""
+
+
+def _cli_available() -> str | None:
+    exe = shutil.which("deid-batch") or str(Path(PYTHON).parent / "deid-batch")
+    if not Path(exe).exists():
+        return None
+    probe = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    if probe.returncode != 0 or "apply" not in probe.stdout:
+        return None
+    return exe
+
+
+def _cli(exe: str, verb: str, src: Path, out: Path, workers: int,
+         recipe: str) -> tuple[float | None, Any, str]:
+    if out.exists():
+        shutil.rmtree(out)
+    if verb == "scan":
+        out.mkdir(parents=True)
+        cmd = [exe, "scan", str(src), "--ids", str(out / "ids.parquet"), "--workers", str(workers)]
+    else:
+        cmd = [exe, "apply", str(src), "--out", str(out), "--workers", str(workers),
+               "--recipe", recipe]
+    proc, wall, peaks = run_sampled(cmd)
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
+        return None, peaks, f"CLI exit {proc.returncode}: {' | '.join(tail)}"[:300]
+    return wall, peaks, "CLI wall time: interpreter + cluster start-up included"
+
+
+def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    files = list_files(src)
+    nbytes = total_bytes(files)
+    warm_cache(files)
+    rows: list[dict[str, Any]] = []
+    out = work / "out"
+
+    def show(row: dict[str, Any]) -> None:
+        rows.append(row)
+        rate = fmt(row.get("files_per_s"))
+        print(f"  {row['stage']:<44} {rate:>9} files/s  {row.get('note', '')}", flush=True)
+
+    # I/O floor: cp -r (best of 2: the first run also pays directory creation on a cold dentry cache)
+    best = None
+    for _ in range(2):
+        if out.exists():
+            shutil.rmtree(out)
+        proc, wall, peaks = run_sampled(["cp", "-r", str(src), str(out)])
+        best = wall if best is None else min(best, wall)
+    shutil.rmtree(out, ignore_errors=True)
+    show(_row(name, "cp", "cp -r (I/O floor)", len(files), nbytes, best, peaks))
+
+    for key, stage, label in [
+        ("rw", "pydicom-rw", "pydicom read+write unchanged (1 proc)"),
+        ("hdr", "pydicom-header", "pydicom header-only read (1 proc)"),
+        ("touch", "pydicom-header-touch", "pydicom header read + decode all values"),
+    ]:
+        result, peaks, note = _stage(stage, files, src, out, work)
+        show(_row(name, key, label, len(files), nbytes, result and result["seconds"], peaks,
+                  note=note))
+
+    if not args.skip_deid:
+        sample = files
+        limit = args.deid_sample if name == "small" else max(1, args.deid_sample // 3)
+        if limit and len(files) > limit:
+            step = len(files) / limit
+            sample = [files[int(i * step)] for i in range(limit)]
+        result, peaks, note = _stage("deid", sample, src, out, work)
+        sb = total_bytes(sample)
+        if result and len(sample) < len(files):
+            note = f"sample of {len(sample)}/{len(files)} files, rate extrapolated"
+        row = _row(name, "deid", "deid 0.4.13 replace_identifiers (1 proc)", len(sample), sb,
+                   result and result["seconds"], peaks, note=note)
+        show(row)
+
+    for verb in ("scan", "apply"):
+        for n in sorted({1, args.workers}):
+            stage = f"batch-{verb}"
+            result, peaks, note = _stage(stage, files, src, out, work, n, args.recipe)
+            extra: dict[str, Any] = {"workers": n, "note": note}
+            if result:
+                extra["startup_seconds"] = result.get("startup_seconds")
+                extra["note"] = f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
+                if verb == "apply" and result.get("written") != len(files):
+                    extra["note"] += f"; WROTE {result.get('written')} of {len(files)} files"
+            w = "worker" if n == 1 else "workers"
+            show(_row(name, f"{verb}{n}", f"deid-batch {verb}, {n} {w} (API)", len(files), nbytes,
+                      result and result["seconds"], peaks, **extra))
+
+    exe = _cli_available()
+    for verb in ("scan", "apply") if args.cli else ():
+        label = f"deid-batch {verb} CLI, {args.workers} workers (end-to-end)"
+        if exe is None:
+            show(_row(name, f"cli-{verb}", label, len(files), nbytes, None,
+                      note="not available: deid-batch CLI not found / no such command"))
+            continue
+        wall, peaks, note = _cli(exe, verb, src, out, args.workers, args.recipe)
+        show(_row(name, f"cli-{verb}", label, len(files), nbytes, wall, peaks,
+                  workers=args.workers, note=note))
+    return rows
+
+
+# ------------------------------------------------------------------------------------- targets
+def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    def rate(archive_name: str, key: str) -> float | None:
+        for r in rows:
+            if r["archive"] == archive_name and r["key"] == key:
+                return r.get("files_per_s")
+        return None
+
+    out = []
+
+    def check(name: str, archive_name: str, num_key: str, den_key: str, factor: float,
+              target: float) -> None:
+        num, den = rate(archive_name, num_key), rate(archive_name, den_key)
+        entry: dict[str, Any] = {"target": name, "archive": archive_name, "required": target}
+        if num is None or den is None:
+            entry.update(value=None, met=None, verdict="not measured")
+        else:
+            value = num / (den * factor)
+            met = value >= target
+            if met:
+                verdict = f"MET ({value:.2f}x >= {target:g}x, {value / target - 1:+.0%} margin)"
+            else:
+                verdict = (f"MISSED by {1 - value / target:.0%} ({value:.2f}x < {target:g}x; "
+                           f"needs {target / value:.2f}x faster)")
+            entry.update(value=value, met=met, verdict=verdict)
+        out.append(entry)
+
+    n = workers
+    archives = sorted({r["archive"] for r in rows}, key=lambda a: a != "small")
+    for a in archives:
+        if a == "small":
+            check(f"apply ({n} workers) >= 20x deid 0.4.13", a, f"apply{n}", "deid", 1, 20.0)
+        check(f"apply ({n} workers) >= 1.0x (2 x pydicom read+write)", a, f"apply{n}", "rw", 2, 1.0)
+        check(f"scan ({n} workers) >= 0.8x (2 x pydicom header-only)", a, f"scan{n}", "hdr", 2, 0.8)
+        check(f"apply {n} workers >= 1.8x 1 worker", a, f"apply{n}", "apply1", 1, 1.8)
+        check(f"scan {n} workers >= 1.8x 1 worker", a, f"scan{n}", "scan1", 1, 1.8)
+    return out
+
+
+# --------------------------------------------------------------------------------------- output
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) "
+            "| peak RSS MiB (worker) | note |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['archive']} | {r['stage']} | {r['files']:,} | {fmt(r.get('seconds'), 2)} | "
+            f"{fmt(r.get('files_per_s'))} | {fmt(r.get('mb_per_s'), 1)} | "
+            f"{mib(r.get('rss_client'))} | {mib(r.get('rss_worker'))} | {r.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_table(entries: list[dict[str, Any]]) -> str:
+    lines = ["| target | archive | measured | verdict |", "|---|---|---|---|"]
+    for e in entries:
+        value = "-" if e["value"] is None else f"{e['value']:.2f}x"
+        lines.append(f"| {e['target']} | {e['archive']} | {value} | {e['verdict']} |")
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict[str, Any]], entries: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archives = sorted({r["archive"] for r in rows}, key=lambda a: a != "small")
+    fig, axes = plt.subplots(2, len(archives), figsize=(7 * len(archives), 9), squeeze=False)
+    colors = {"cp": "#999999", "rw": "#6baed6", "hdr": "#9ecae1", "touch": "#c6dbef",
+              "deid": "#e6550d"}
+    for col, a in enumerate(archives):
+        rs = [r for r in rows if r["archive"] == a and r.get("files_per_s")]
+        labels = [r["stage"] for r in rs]
+        ax = axes[0][col]
+        vals = [r["files_per_s"] for r in rs]
+        bars = ax.barh(labels, vals, color=[colors.get(r["key"], "#31a354") for r in rs])
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("files/s (log)")
+        ax.set_title(f"{a}-pixel archive ({rs[0]['files'] if rs else 0:,} files): throughput")
+        for bar, v in zip(bars, vals, strict=True):
+            ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:,.0f}", va="center", fontsize=8)
+        ax = axes[1][col]
+        rss = [(r["stage"], (r.get("rss_client") or 0) / 2**20, (r.get("rss_worker") or 0) / 2**20)
+               for r in rs if r["key"] not in ("cp",)]
+        ys = range(len(rss))
+        ax.barh([y - 0.2 for y in ys], [x[1] for x in rss], height=0.4, label="process / client")
+        ax.barh([y + 0.2 for y in ys], [x[2] for x in rss], height=0.4, label="largest worker")
+        ax.set_yticks(list(ys), [x[0] for x in rss])
+        ax.invert_yaxis()
+        ax.set_xlabel("peak RSS (MiB)")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title("peak memory")
+    met = sum(1 for e in entries if e["met"])
+    fig.suptitle(f"deid_batch benchmarks - targets met {met}/{len(entries)} "
+                 f"({dt.date.today().isoformat()}, {os.cpu_count()} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+                            "python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("pydicom", "deid", "dask", "distributed", "pyarrow", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            info[mod] = None
+    try:
+        info["git"] = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip()
+    except OSError:
+        info["git"] = None
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", type=int, default=5000, help="small-pixel files (0 = skip)")
+    p.add_argument("--ct", type=int, default=1000, help="CT-size (512x512) files (0 = skip)")
+    p.add_argument("--quick", action="store_true", help="500 small + 100 CT files, deid sample 200")
+    p.add_argument("--workers", type=int, default=2, help="N for the N-worker runs")
+    p.add_argument("--deid-sample", type=int, default=1000,
+                   help="files deid processes on the small archive (a third of it on CT); 0 = all")
+    p.add_argument("--skip-deid", action="store_true")
+    p.add_argument("--no-cli", dest="cli", action="store_false",
+                   help="do not time the end-to-end CLI runs")
+    p.add_argument("--recipe", default="dicom", help="recipe for deid-batch apply (deid's default)")
+    p.add_argument("--work", type=Path, default=RESULTS / "work",
+                   help="where archives are generated (reused between runs) and outputs written")
+    p.add_argument("--regen", action="store_true", help="regenerate the archives")
+    p.add_argument("--publish", action="store_true",
+                   help="also write benchmarks/latest.json and benchmarks/latest.png (committed)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.small, args.ct, args.deid_sample = 500, 100, 200
+    args.work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    archives: dict[str, Any] = {}
+    for name, n in (("small", args.small), ("ct", args.ct)):
+        if n <= 0:
+            continue
+        print(f"{name}-pixel archive, {n:,} files:", flush=True)
+        src = archive(args.work, n, name, regen=args.regen)
+        archives[name] = {"root": str(src), "files": n, "seed": 0}
+        rows.extend(bench_archive(name, src, args.work, args))
+    entries = targets(rows, args.workers)
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "archives": archives,
+        "results": rows,
+        "targets": entries,
+        "elapsed_seconds": time.perf_counter() - started,
+    }
+    print()
+    print(table(rows))
+    print()
+    print(targets_table(entries))
+    print(f"\nelapsed {report['elapsed_seconds']:.0f} s")
+    outputs = [RESULTS / "latest.json"]
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2, default=str))
+    try:
+        chart(rows, entries, RESULTS / "latest.png")
+        outputs.append(RESULTS / "latest.png")
+    except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
+        print(f"chart not drawn: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if args.publish:
+        for f in outputs:
+            shutil.copy(f, HERE / f.name)
+        outputs += [HERE / f.name for f in outputs]
+    print("wrote " + ", ".join(str(f) for f in outputs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
