@@ -188,6 +188,7 @@ def build_dataset(transfer_syntax: str = ExplicitVRLittleEndian) -> FileDataset:
     ds.ContentDate = ""
     ds.SeriesTime = "011700.000000"
     ds.Modality = "CT"
+    ds.SeriesDescription = "HEAD ROUTINE"
     ds.Manufacturer = "SIEMENS"
     ds.ManufacturerModelName = "SOMATOM"
     ds.OperatorsName = ["SMITH^ANNA", "HIBBARD^MARK"]
