@@ -27,7 +27,6 @@ from .harness import (
     with_tempdir,
 )
 
-
 #: ``DEID_DIFF_SELF_CHECK=1`` replaces deid_batch by a second deid run: every comparison must then
 #: pass, which checks the harness and the cases themselves (deviation tests fail, as they should).
 SELF_CHECK = os.environ.get("DEID_DIFF_SELF_CHECK") == "1"

@@ -15,7 +15,9 @@ def test_a_file_equals_itself(generated_file: Callable[..., Path]) -> None:
     assert diff_files(path, path) == []
 
 
-def test_two_builds_of_the_generated_file_are_identical(generated_file: Callable[..., Path]) -> None:
+def test_two_builds_of_the_generated_file_are_identical(
+    generated_file: Callable[..., Path],
+) -> None:
     assert diff_files(generated_file(), generated_file()) == []
 
 
