@@ -34,9 +34,17 @@ def archive(work: Path, n_files: int, pixels: str, seed: int = 0, regen: bool = 
     t0 = time.perf_counter()
     generate_archive(root, n_files, seed=seed, pixels=pixels)
     done.write_text(json.dumps({"seconds": time.perf_counter() - t0, "files": n_files}))
-    print(f"  generated {n_files} {pixels}-pixel files in {time.perf_counter() - t0:.1f} s",
-          flush=True)
+    print(
+        f"  generated {n_files} {pixels}-pixel files in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     return root
+
+
+def clean(out: Path) -> None:
+    """Remove an output folder and the ``OUT.manifest`` folder deid-batch keeps beside it."""
+    for path in (out, out.with_name(out.name + ".manifest")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def list_files(root: Path) -> list[str]:
@@ -108,12 +116,18 @@ class RssSampler:
             self._stop.wait(self.interval)
 
 
-def run_sampled(cmd: list[str], *, env: dict[str, str] | None = None,
-                timeout: float | None = None) -> tuple[subprocess.CompletedProcess[str], float, RssPeaks]:
+def run_sampled(
+    cmd: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+) -> tuple[subprocess.CompletedProcess[str], float, RssPeaks]:
     """Run ``cmd``; return (completed process, wall seconds, RSS peaks of its process tree)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     with RssSampler(proc.pid) as sampler:
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -141,3 +155,13 @@ def mib(n: float | None) -> str:
 
 def fmt(x: float | None, digits: int = 0) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def warm_worker() -> bool:
+    """Import the pipeline on a dask worker before the clock starts (False if it is not there)."""
+    try:
+        __import__("deid_batch.apply")
+        __import__("deid_batch.scan")
+    except ImportError:
+        return False
+    return True

@@ -1,18 +1,18 @@
 """deid_batch benchmarks (issue 3): one invocation, same archives, side-by-side ratios.
 
-    python benchmarks/run.py              # 5,000 small-pixel + 1,000 CT-size files (< 15 min, 2 cores)
-    python benchmarks/run.py --quick      # 500 + 100 files, a minute or two
-    python benchmarks/run.py --publish    # also write benchmarks/latest.json + latest.png (committed)
+    python benchmarks/run.py            # 5,000 small-pixel + 1,000 CT-size files (< 15 min)
+    python benchmarks/run.py --quick    # 500 + 100 files, a minute or two
+    python benchmarks/run.py --publish  # also write benchmarks/latest.json + .png (committed)
 
-For each archive (generated once with ``deid_batch.synth``, seed 0, then reused) it times, on a warm
-page cache: ``cp -r`` (the I/O floor); plain pydicom read + write unchanged in one process; pydicom
-header-only reads in one process; deid 0.4.13 ``replace_identifiers`` with its default recipe in one
-process (on an evenly spaced sample when ``--deid-sample`` is smaller than the archive: throughput is
-extrapolated, memory is what the sample used); deid_batch ``scan`` and ``apply`` with 1 and with N
-worker processes (Python API on a LocalCluster started before the clock starts; the CLI end-to-end,
-cluster start-up included, is timed as an extra row). Every stage runs in a fresh process; peak RSS
-is sampled every 50 ms over the process tree (the started process = client and scheduler, its
-largest descendant = a dask worker).
+For each archive (generated once with ``deid_batch.synth``, seed 0, then reused) it times, on a
+warm page cache: ``cp -r`` (the I/O floor); plain pydicom read + write unchanged in one process;
+pydicom header-only reads in one process; deid 0.4.13 ``replace_identifiers`` with its default
+recipe in one process (on an evenly spaced sample when ``--deid-sample`` is smaller than the
+archive: throughput is extrapolated, memory is what the sample used); deid_batch ``scan`` and
+``apply`` with 1 and with N worker processes (Python API on a LocalCluster started before the clock
+starts; the CLI end-to-end, cluster start-up included, is timed as an extra row). Every stage runs
+in a fresh process; peak RSS is sampled every 50 ms over the process tree (the started process =
+client and scheduler, its largest descendant = a dask worker).
 
 Writes ``benchmarks/results/latest.json`` and ``latest.png`` and prints a table and the targets.
 """
@@ -36,6 +36,7 @@ from common import (
     PYTHON,
     RESULTS,
     archive,
+    clean,
     fmt,
     last_json,
     list_files,
@@ -49,10 +50,24 @@ STAGE_SCRIPT = str(HERE / "stages.py")
 
 
 # --------------------------------------------------------------------------------------- stages
-def _row(archive_name: str, key: str, label: str, files: int, nbytes: int, seconds: float | None,
-         peaks: Any = None, **extra: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"archive": archive_name, "key": key, "stage": label, "files": files,
-                           "bytes": nbytes, "seconds": seconds}
+def _row(
+    archive_name: str,
+    key: str,
+    label: str,
+    files: int,
+    nbytes: int,
+    seconds: float | None,
+    peaks: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "archive": archive_name,
+        "key": key,
+        "stage": label,
+        "files": files,
+        "bytes": nbytes,
+        "seconds": seconds,
+    }
     if seconds:
         row["files_per_s"] = files / seconds
         row["mb_per_s"] = nbytes / seconds / 1e6
@@ -64,18 +79,37 @@ def _row(archive_name: str, key: str, label: str, files: int, nbytes: int, secon
     return row
 
 
-def _stage(stage: str, files: list[str], src: Path, out: Path, work: Path,
-           workers: int = 1, recipe: str = "dicom") -> tuple[dict[str, Any] | None, Any, str]:
+def _stage(
+    stage: str,
+    files: list[str],
+    src: Path,
+    out: Path,
+    work: Path,
+    workers: int = 1,
+    recipe: str = "dicom",
+) -> tuple[dict[str, Any] | None, Any, str]:
     listing = work / "files.txt"
     listing.write_text("\n".join(files) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
+    clean(out)
     out.mkdir(parents=True)
-    cmd = [PYTHON, STAGE_SCRIPT, stage, "--list", str(listing), "--src", str(src), "--out",
-           str(out), "--workers", str(workers), "--recipe", recipe]
+    cmd = [
+        PYTHON,
+        STAGE_SCRIPT,
+        stage,
+        "--list",
+        str(listing),
+        "--src",
+        str(src),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--recipe",
+        recipe,
+    ]
     proc, _wall, peaks = run_sampled(cmd)
     result = last_json(proc.stdout)
-    shutil.rmtree(out, ignore_errors=True)
+    clean(out)
     if proc.returncode != 0 or result is None:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return None, peaks, f"failed (exit {proc.returncode}): {' | '.join(tail)}"[:300]
@@ -95,25 +129,48 @@ def _cli_available() -> str | None:
     return exe
 
 
-def _cli(exe: str, verb: str, src: Path, out: Path, workers: int,
-         recipe: str) -> tuple[float | None, Any, str]:
-    if out.exists():
-        shutil.rmtree(out)
+def _cli(
+    exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str
+) -> tuple[float | None, Any, str]:
+    clean(out)
     if verb == "scan":
         out.mkdir(parents=True)
-        cmd = [exe, "scan", str(src), "--ids", str(out / "ids.parquet"), "--workers", str(workers)]
+        cmd = [
+            exe,
+            "scan",
+            str(src),
+            "--ids",
+            str(out / "ids.parquet"),
+            "--workers",
+            str(workers),
+            "--no-progress",
+            "-q",
+        ]
     else:
-        cmd = [exe, "apply", str(src), "--out", str(out), "--workers", str(workers),
-               "--recipe", recipe]
+        cmd = [
+            exe,
+            "apply",
+            str(src),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+            "--recipe",
+            recipe,
+            "--no-progress",
+            "-q",
+        ]
     proc, wall, peaks = run_sampled(cmd)
-    shutil.rmtree(out, ignore_errors=True)
+    clean(out)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
         return None, peaks, f"CLI exit {proc.returncode}: {' | '.join(tail)}"[:300]
     return wall, peaks, "CLI wall time: interpreter + cluster start-up included"
 
 
-def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_archive(
+    name: str, src: Path, work: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     files = list_files(src)
     nbytes = total_bytes(files)
     warm_cache(files)
@@ -125,7 +182,7 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
         rate = fmt(row.get("files_per_s"))
         print(f"  {row['stage']:<44} {rate:>9} files/s  {row.get('note', '')}", flush=True)
 
-    # I/O floor: cp -r (best of 2: the first run also pays directory creation on a cold dentry cache)
+    # I/O floor: cp -r, best of 2 (the first run also warms the dentry cache)
     best = None
     for _ in range(2):
         if out.exists():
@@ -141,8 +198,11 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
         ("touch", "pydicom-header-touch", "pydicom header read + decode all values"),
     ]:
         result, peaks, note = _stage(stage, files, src, out, work)
-        show(_row(name, key, label, len(files), nbytes, result and result["seconds"], peaks,
-                  note=note))
+        show(
+            _row(
+                name, key, label, len(files), nbytes, result and result["seconds"], peaks, note=note
+            )
+        )
 
     if not args.skip_deid:
         sample = files
@@ -154,8 +214,16 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
         sb = total_bytes(sample)
         if result and len(sample) < len(files):
             note = f"sample of {len(sample)}/{len(files)} files, rate extrapolated"
-        row = _row(name, "deid", "deid 0.4.13 replace_identifiers (1 proc)", len(sample), sb,
-                   result and result["seconds"], peaks, note=note)
+        row = _row(
+            name,
+            "deid",
+            "deid 0.4.13 replace_identifiers (1 proc)",
+            len(sample),
+            sb,
+            result and result["seconds"],
+            peaks,
+            note=note,
+        )
         show(row)
 
     for verb in ("scan", "apply"):
@@ -165,23 +233,55 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
             extra: dict[str, Any] = {"workers": n, "note": note}
             if result:
                 extra["startup_seconds"] = result.get("startup_seconds")
-                extra["note"] = f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
+                extra["note"] = (
+                    f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
+                )
                 if verb == "apply" and result.get("written") != len(files):
                     extra["note"] += f"; WROTE {result.get('written')} of {len(files)} files"
             w = "worker" if n == 1 else "workers"
-            show(_row(name, f"{verb}{n}", f"deid-batch {verb}, {n} {w} (API)", len(files), nbytes,
-                      result and result["seconds"], peaks, **extra))
+            show(
+                _row(
+                    name,
+                    f"{verb}{n}",
+                    f"deid-batch {verb}, {n} {w} (API)",
+                    len(files),
+                    nbytes,
+                    result and result["seconds"],
+                    peaks,
+                    **extra,
+                )
+            )
 
     exe = _cli_available()
     for verb in ("scan", "apply") if args.cli else ():
         label = f"deid-batch {verb} CLI, {args.workers} workers (end-to-end)"
         if exe is None:
-            show(_row(name, f"cli-{verb}", label, len(files), nbytes, None,
-                      note="not available: deid-batch CLI not found / no such command"))
+            show(
+                _row(
+                    name,
+                    f"cli-{verb}",
+                    label,
+                    len(files),
+                    nbytes,
+                    None,
+                    note="not available: deid-batch CLI not found / no such command",
+                )
+            )
             continue
         wall, peaks, note = _cli(exe, verb, src, out, args.workers, args.recipe)
-        show(_row(name, f"cli-{verb}", label, len(files), nbytes, wall, peaks,
-                  workers=args.workers, note=note))
+        show(
+            _row(
+                name,
+                f"cli-{verb}",
+                label,
+                len(files),
+                nbytes,
+                wall,
+                peaks,
+                workers=args.workers,
+                note=note,
+            )
+        )
     return rows
 
 
@@ -195,8 +295,9 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 
     out = []
 
-    def check(name: str, archive_name: str, num_key: str, den_key: str, factor: float,
-              target: float) -> None:
+    def check(
+        name: str, archive_name: str, num_key: str, den_key: str, factor: float, target: float
+    ) -> None:
         num, den = rate(archive_name, num_key), rate(archive_name, den_key)
         entry: dict[str, Any] = {"target": name, "archive": archive_name, "required": target}
         if num is None or den is None:
@@ -207,8 +308,10 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
             if met:
                 verdict = f"MET ({value:.2f}x >= {target:g}x, {value / target - 1:+.0%} margin)"
             else:
-                verdict = (f"MISSED by {1 - value / target:.0%} ({value:.2f}x < {target:g}x; "
-                           f"needs {target / value:.2f}x faster)")
+                verdict = (
+                    f"MISSED by {1 - value / target:.0%} ({value:.2f}x < {target:g}x; "
+                    f"needs {target / value:.2f}x faster)"
+                )
             entry.update(value=value, met=met, verdict=verdict)
         out.append(entry)
 
@@ -226,8 +329,10 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------- output
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) "
-            "| peak RSS MiB (worker) | note |")
+    head = (
+        "| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) "
+        "| peak RSS MiB (worker) | note |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
@@ -254,8 +359,13 @@ def chart(rows: list[dict[str, Any]], entries: list[dict[str, Any]], path: Path)
 
     archives = sorted({r["archive"] for r in rows}, key=lambda a: a != "small")
     fig, axes = plt.subplots(2, len(archives), figsize=(7 * len(archives), 9), squeeze=False)
-    colors = {"cp": "#999999", "rw": "#6baed6", "hdr": "#9ecae1", "touch": "#c6dbef",
-              "deid": "#e6550d"}
+    colors = {
+        "cp": "#999999",
+        "rw": "#6baed6",
+        "hdr": "#9ecae1",
+        "touch": "#c6dbef",
+        "deid": "#e6550d",
+    }
     for col, a in enumerate(archives):
         rs = [r for r in rows if r["archive"] == a and r.get("files_per_s")]
         labels = [r["stage"] for r in rs]
@@ -269,8 +379,11 @@ def chart(rows: list[dict[str, Any]], entries: list[dict[str, Any]], path: Path)
         for bar, v in zip(bars, vals, strict=True):
             ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:,.0f}", va="center", fontsize=8)
         ax = axes[1][col]
-        rss = [(r["stage"], (r.get("rss_client") or 0) / 2**20, (r.get("rss_worker") or 0) / 2**20)
-               for r in rs if r["key"] not in ("cp",)]
+        rss = [
+            (r["stage"], (r.get("rss_client") or 0) / 2**20, (r.get("rss_worker") or 0) / 2**20)
+            for r in rs
+            if r["key"] not in ("cp",)
+        ]
         ys = range(len(rss))
         ax.barh([y - 0.2 for y in ys], [x[1] for x in rss], height=0.4, label="process / client")
         ax.barh([y + 0.2 for y in ys], [x[2] for x in rss], height=0.4, label="largest worker")
@@ -280,8 +393,10 @@ def chart(rows: list[dict[str, Any]], entries: list[dict[str, Any]], path: Path)
         ax.legend(loc="lower right", fontsize=8)
         ax.set_title("peak memory")
     met = sum(1 for e in entries if e["met"])
-    fig.suptitle(f"deid_batch benchmarks - targets met {met}/{len(entries)} "
-                 f"({dt.date.today().isoformat()}, {os.cpu_count()} cores)")
+    fig.suptitle(
+        f"deid_batch benchmarks - targets met {met}/{len(entries)} "
+        f"({dt.date.today().isoformat()}, {os.cpu_count()} cores)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -290,16 +405,21 @@ def chart(rows: list[dict[str, Any]], entries: list[dict[str, Any]], path: Path)
 def machine() -> dict[str, Any]:
     import psutil
 
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
-                            "python": platform.python_version(), "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for mod in ("pydicom", "deid", "dask", "distributed", "pyarrow", "numpy"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
             info[mod] = None
     try:
-        info["git"] = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                                     capture_output=True, text=True).stdout.strip()
+        info["git"] = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         info["git"] = None
     return info
@@ -311,17 +431,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ct", type=int, default=1000, help="CT-size (512x512) files (0 = skip)")
     p.add_argument("--quick", action="store_true", help="500 small + 100 CT files, deid sample 200")
     p.add_argument("--workers", type=int, default=2, help="N for the N-worker runs")
-    p.add_argument("--deid-sample", type=int, default=1000,
-                   help="files deid processes on the small archive (a third of it on CT); 0 = all")
+    p.add_argument(
+        "--deid-sample",
+        type=int,
+        default=1000,
+        help="files deid processes on the small archive (a third of it on CT); 0 = all",
+    )
     p.add_argument("--skip-deid", action="store_true")
-    p.add_argument("--no-cli", dest="cli", action="store_false",
-                   help="do not time the end-to-end CLI runs")
+    p.add_argument(
+        "--no-cli", dest="cli", action="store_false", help="do not time the end-to-end CLI runs"
+    )
     p.add_argument("--recipe", default="dicom", help="recipe for deid-batch apply (deid's default)")
-    p.add_argument("--work", type=Path, default=RESULTS / "work",
-                   help="where archives are generated (reused between runs) and outputs written")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=RESULTS / "work",
+        help="where archives are generated (reused between runs) and outputs written",
+    )
     p.add_argument("--regen", action="store_true", help="regenerate the archives")
-    p.add_argument("--publish", action="store_true",
-                   help="also write benchmarks/latest.json and benchmarks/latest.png (committed)")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write benchmarks/latest.json and benchmarks/latest.png (committed)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.small, args.ct, args.deid_sample = 500, 100, 200

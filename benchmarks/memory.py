@@ -1,0 +1,249 @@
+"""Memory at scale (issue 3): worker peak RSS from 1,000 to 100,000 files; client bytes per file.
+
+    python benchmarks/memory.py [--sizes 1000,10000,100000] [--workers 2] [--publish]
+
+Method: one real 1,000-file small-pixel archive (``deid_batch.synth``, seed 0) is *hard-linked*
+into link farms of 1,000, 10,000 and 100,000 paths (``farm-N/c0000/<archive tree>``,
+``farm-N/c0001/...``). Every path is a distinct regular file to deid-batch (its own output, its
+own manifest row) while the disk holds the 1,000 inputs once; outputs (about 4 KB each) are
+deleted after each run. For each size, ``deid-batch scan`` (to Parquet) and ``deid-batch apply``
+(deid default recipe) run end-to-end through the CLI with ``--workers`` processes, and the RSS of
+the process tree is sampled every 50 ms: the CLI process (client and scheduler) and its largest
+descendant (a dask worker). If the CLI is not installed, the Python API is used.
+
+Reports worker peak RSS growth from the smallest to the largest run (target: within 10%), the
+client's bytes per file (least-squares slope of client peak RSS over files) and its projection
+to 10 million files (target: < 4 GB). deid 0.4.13 itself is measured on 250 and 1,000 files for
+comparison (its per-file cache). Writes ``benchmarks/results/memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HERE,
+    PYTHON,
+    RESULTS,
+    archive,
+    clean,
+    last_json,
+    list_files,
+    run_sampled,
+    warm_cache,
+)
+
+TEN_MILLION = 10_000_000
+
+
+def link_farm(work: Path, base: Path, base_files: list[str], n: int) -> Path:
+    """``work/farm-n``: n hard links to the base archive's files, in copies of its tree."""
+    farm = work / f"farm-{n}"
+    done = work / f"farm-{n}.done"
+    if done.exists():
+        return farm
+    shutil.rmtree(farm, ignore_errors=True)
+    made: set[str] = set()
+    for i in range(n):
+        copy, idx = divmod(i, len(base_files))
+        src = base_files[idx]
+        dest = os.path.join(farm, f"c{copy:04d}", os.path.relpath(src, base))
+        parent = os.path.dirname(dest)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        os.link(src, dest)
+    done.write_text(str(n))
+    return farm
+
+
+def _cli() -> str | None:
+    exe = shutil.which("deid-batch") or str(Path(PYTHON).parent / "deid-batch")
+    if not Path(exe).exists():
+        return None
+    probe = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    return exe if probe.returncode == 0 and "apply" in probe.stdout else None
+
+
+def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None) -> dict[str, Any]:
+    clean(out)
+    if exe is not None:
+        if verb == "scan":
+            out.mkdir(parents=True)
+            cmd = [exe, "scan", str(farm), "--ids", str(out / "ids.parquet")]
+        else:
+            cmd = [exe, "apply", str(farm), "--out", str(out), "--recipe", "dicom"]
+        cmd += ["--workers", str(workers), "--no-progress", "-q"]
+        method = "cli"
+    else:
+        listing = out.parent / "memory-files.txt"
+        listing.write_text("\n".join(list_files(farm)) + "\n")
+        out.mkdir(parents=True)
+        cmd = [
+            PYTHON,
+            str(HERE / "stages.py"),
+            f"batch-{verb}",
+            "--list",
+            str(listing),
+            "--src",
+            str(farm),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+        ]
+        method = "api"
+    proc, wall, peaks = run_sampled(cmd)
+    clean(out)
+    entry: dict[str, Any] = {
+        "verb": verb,
+        "method": method,
+        "wall_seconds": wall,
+        "exit": proc.returncode,
+        "rss_client": peaks.root,
+        "rss_worker": peaks.child_max,
+        "rss_total": peaks.total,
+    }
+    if proc.returncode != 0:
+        entry["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    if method == "api":
+        result = last_json(proc.stdout) or {}
+        entry["available"] = result.get("available")
+    return entry
+
+
+def deid_growth(work: Path, base: Path, files: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in (250, 1000):
+        listing = work / "memory-deid.txt"
+        listing.write_text("\n".join(files[:n]) + "\n")
+        dest = work / "memory-deid-out"
+        clean(dest)
+        dest.mkdir(parents=True)
+        proc, wall, peaks = run_sampled(
+            [
+                PYTHON,
+                str(HERE / "stages.py"),
+                "deid",
+                "--list",
+                str(listing),
+                "--src",
+                str(base),
+                "--out",
+                str(dest),
+            ]
+        )
+        result = last_json(proc.stdout) or {}
+        clean(dest)
+        out[str(n)] = max(peaks.root, int(result.get("maxrss", 0)))
+    per_file = (out["1000"] - out["250"]) / 750
+    out["bytes_per_file"] = per_file
+    out["projection_10M_bytes"] = out["250"] + per_file * (TEN_MILLION - 250)
+    return out
+
+
+def slope(xs: list[int], ys: list[int]) -> tuple[float, float]:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return b, my - b * mx
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--verbs", default="apply,scan")
+    p.add_argument("--skip-deid", action="store_true")
+    p.add_argument("--work", type=Path, default=RESULTS / "work")
+    p.add_argument("--publish", action="store_true")
+    args = p.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    base = archive(args.work, 1000, "small")
+    base_files = list_files(base)
+    warm_cache(base_files)
+    exe = _cli()
+    print(
+        f"method: {'deid-batch CLI' if exe else 'Python API'}, {args.workers} workers, "
+        f"hard-link farms over {len(base_files)} real files",
+        flush=True,
+    )
+    runs: list[dict[str, Any]] = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        farm = link_farm(args.work, base, base_files, n)
+        print(f"  farm of {n:,} links ready ({time.perf_counter() - t0:.1f} s)", flush=True)
+        for verb in args.verbs.split(","):
+            entry = run_one(verb, farm, args.work / "memory-out", args.workers, exe)
+            entry["files"] = n
+            entry["files_per_s"] = n / entry["wall_seconds"]
+            runs.append(entry)
+            print(
+                f"  {verb:<5} {n:>7,} files: {entry['wall_seconds']:6.1f} s "
+                f"({entry['files_per_s']:,.0f} files/s end-to-end), client peak "
+                f"{entry['rss_client'] / 2**20:,.0f} MiB, worker peak "
+                f"{entry['rss_worker'] / 2**20:,.0f} MiB"
+                + (f"  ERROR {entry['error']}" if entry.get("error") else ""),
+                flush=True,
+            )
+    summary: dict[str, Any] = {}
+    for verb in args.verbs.split(","):
+        rs = [r for r in runs if r["verb"] == verb and r["exit"] == 0]
+        if len(rs) < 2:
+            continue
+        first, last = rs[0], rs[-1]
+        growth = last["rss_worker"] / first["rss_worker"] - 1
+        b, a = slope([r["files"] for r in rs], [r["rss_client"] for r in rs])
+        projection = a + b * TEN_MILLION
+        summary[verb] = {
+            "worker_peak_first": first["rss_worker"],
+            "worker_peak_last": last["rss_worker"],
+            "worker_growth": growth,
+            "worker_flat_met": abs(growth) <= 0.10,
+            "client_bytes_per_file": b,
+            "client_intercept": a,
+            "client_projection_10M_bytes": projection,
+            "client_fits_4GB_met": projection < 4e9,
+        }
+        print(
+            f"{verb}: worker peak {first['rss_worker'] / 2**20:.0f} -> "
+            f"{last['rss_worker'] / 2**20:.0f} MiB ({growth:+.1%}, target within 10%: "
+            f"{'MET' if abs(growth) <= 0.10 else 'MISSED'}); client {b:,.0f} bytes/file -> "
+            f"{projection / 1e9:.2f} GB at 10M files (target < 4 GB: "
+            f"{'MET' if projection < 4e9 else 'MISSED'})"
+        )
+    deid = None
+    if not args.skip_deid:
+        deid = deid_growth(args.work, base, base_files)
+        print(
+            f"deid 0.4.13: {deid['bytes_per_file'] / 1024:,.0f} KiB/file -> "
+            f"{deid['projection_10M_bytes'] / 1e9:,.0f} GB at 10M files"
+        )
+    report = {
+        "method": "cli" if exe else "api",
+        "workers": args.workers,
+        "base_files": len(base_files),
+        "runs": runs,
+        "summary": summary,
+        "deid": deid,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "memory.json").write_text(json.dumps(report, indent=2))
+    if args.publish:
+        shutil.copy(RESULTS / "memory.json", HERE / "memory.json")
+    print(f"wrote {RESULTS / 'memory.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
