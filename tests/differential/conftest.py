@@ -138,7 +138,10 @@ def run_both(
         functions = dict(functions or {})
         baseline = tmp_path / "baseline" / str(n) / src.name
         baseline.parent.mkdir(parents=True)
-        pydicom.dcmread(src, force=True).save_as(baseline)
+        plain = pydicom.dcmread(src, force=True)
+        for _ in plain.iterall():  # decode every element, as both tools do, so padding and
+            pass                   # re-encoding are the same as in their outputs
+        plain.save_as(baseline)
         deid_out = run_deid(src, recipe_ref, tmp_path / "deid" / str(n),
                             ids={**variables, **functions},
                             remove_private_after=remove_private, disable_skip=disable_skip)

@@ -29,6 +29,9 @@ SAMPLES = {
     "ctbrain1": DEID_DATA / "humans" / "ctbrain1.dcm",
     "ctbrain2": DEID_DATA / "humans" / "ctbrain2.dcm",
     "cat": DEID_DATA / "animals" / "cat.dcm",
+    "us-greyscale": DEID_DATA / "ultrasounds" / "GREYSCALE_IMAGE.dcm",
+    "us-rgb": DEID_DATA / "ultrasounds" / "RGB_IMAGE.dcm",
+    "us-multiframe": DEID_DATA / "ultrasounds" / "ultrasound-multiframe.dcm",  # 43 MB
     **{f"cookie{i}": DEID_DATA / "dicom-cookies" / f"image{i}.dcm" for i in range(1, 8)},
 }
 BUNDLED = ("dicom", "dicom.ultrasound", "dicom.xray.chest")

@@ -50,7 +50,7 @@ def from_lookup(*, dicom: Any, value: Any, field: Any, item: Any) -> str:
 
 
 def constant_for_add(**kwargs: Any) -> str:
-    return "ADDED-BY-FUNC"
+    return "ADDED_BY_FUNC"
 
 
 def three_days(**kwargs: Any) -> int:

@@ -43,7 +43,7 @@ GROUPS = [
         FORMAT dicom
         %values mixed
         FIELD contains:Manufacturer
-        SPLIT OperatorsName by="^";minlength=3
+        SPLIT ReferringPhysicianName by="^";minlength=3
         %header
         BLANK values:mixed
         """),
