@@ -1,0 +1,332 @@
+"""Reading one input entry, safely: classify what it is, read it as deid would, or say why not.
+
+Runs on workers; pure functions, no dask, no process-wide state.
+
+* :func:`classify_entry` takes a path found by :mod:`deid_batch.discover` and returns ``None`` for a
+  regular file worth reading, or ``(Status, Reason, message)`` for an entry that gets its manifest
+  row without being read (symlink to a folder, FIFO, socket, device, broken or looping symlink,
+  zero-byte or unreadable file).
+* :func:`read_dataset` reads a file as deid's ``dcmread(force=True)`` does (files without the
+  128-byte preamble are read), but turns every way a file can be bad into a
+  :class:`~deid_batch.errors.DatasetError` with a :class:`~deid_batch.schemas.Reason` code:
+  ``empty``, ``not-dicom``, ``truncated``, ``dicomdir``, ``unreadable``, ``not-regular``.
+  :func:`status_for` gives the manifest status of a reason (``skipped`` for ``dicomdir`` and
+  ``not-regular``, ``failed`` otherwise).
+
+pydicom with ``force=True`` "succeeds" on text, PNG and random bytes and silently returns short
+values for truncated files; the checks here catch both:
+
+* **not DICOM**: no file meta group and neither SOPClassUID nor SOPInstanceUID at the top level;
+* **truncated**: an element's value is shorter than its declared length, the file ends inside an
+  element header, inside a (native or encapsulated) PixelData element, before the SOP UIDs of a
+  file with file meta, or before the pixel data of a data set that has Rows and Columns (a
+  header-only image file is therefore reported as truncated: it cannot be de-identified as an image).
+  The PixelData check compares the declared length with the file size (native) or walks the item
+  headers (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without
+  reading it.
+
+Messages name the file and what is wrong; they never contain a header value.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import struct
+from collections.abc import Iterable
+from typing import IO, Any
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.filereader import read_dataset as _pydicom_read_dataset
+from pydicom.tag import BaseTag, Tag
+
+from deid_batch.errors import DatasetError
+from deid_batch.schemas import Reason, Status
+
+__all__ = ["DICOMDIR_SOP_CLASS", "classify_entry", "read_dataset", "status_for"]
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # PixelData, Double/FloatPixelData
+_SOP_TAGS = (0x00080016, 0x00080018)  # SOPClassUID, SOPInstanceUID
+_IMAGE_TAGS = (0x00280010, 0x00280011)  # Rows, Columns
+_DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _SEQ_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_SKIPPED = frozenset({Reason.DICOMDIR, Reason.NOT_REGULAR})
+
+
+def status_for(reason: Reason | str) -> Status:
+    """The manifest status of an entry with this reason: ``skipped`` or ``failed``."""
+    return Status.SKIPPED if Reason(reason) in _SKIPPED else Status.FAILED
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _os_problem(path: str, exc: OSError) -> tuple[Status, Reason, str]:
+    """Classify an OSError raised while looking at ``path``; the message has no header value."""
+    if exc.errno == errno.ELOOP:
+        return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: symlink loop, not followed"
+    if isinstance(exc, PermissionError):
+        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: no longer exists"
+    what = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return Status.FAILED, Reason.UNREADABLE, f"{path!r}: cannot be read ({what})"
+
+
+def classify_entry(path: str) -> tuple[Status, Reason, str] | None:
+    """Return ``None`` for a regular, non-empty, readable-looking file, else its manifest verdict.
+
+    Symlinks are looked through to a regular file (a symlink to a DICOM file is read), but a
+    symlink to a folder is not followed, and a broken or looping symlink is ``skipped``.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return _os_problem(path, exc)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: broken symlink"
+        except OSError as exc:
+            return _os_problem(path, exc)
+        if stat.S_ISDIR(st.st_mode):
+            return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: symlink to a folder, not followed"
+    if stat.S_ISDIR(st.st_mode):
+        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: a folder that could not be listed"
+    if not stat.S_ISREG(st.st_mode):
+        return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: {_kind(st.st_mode)}, not read"
+    if st.st_size == 0:
+        return Status.FAILED, Reason.EMPTY, f"{path!r}: empty file (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: permission denied"
+    return None
+
+
+def _fail(reason: Reason, path: str, what: str) -> DatasetError:
+    return DatasetError(reason.value, f"{path!r}: {what}")
+
+
+def _open(path: str) -> IO[bytes]:
+    """Open read-only without blocking on a FIFO; reject anything but a non-empty regular file."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        _, reason, message = _os_problem(path, exc)
+        raise DatasetError(reason.value, message) from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(st.st_mode):
+        problem = _fail(Reason.UNREADABLE, path, "is a folder, not a file")
+    elif not stat.S_ISREG(st.st_mode):
+        problem = _fail(Reason.NOT_REGULAR, path, f"{_kind(st.st_mode)}, not read")
+    elif st.st_size == 0:
+        problem = _fail(Reason.EMPTY, path, "empty file (0 bytes)")
+    if problem is not None:
+        f.close()
+        raise problem
+    return f
+
+
+def read_dataset(
+    path: str,
+    *,
+    stop_before_pixels: bool = False,
+    specific_tags: Iterable[Any] | None = None,
+) -> FileDataset:
+    """Read ``path`` read-only as deid does (``force=True``), or raise :class:`DatasetError`.
+
+    Parameters
+    ----------
+    path : str
+        The file to read.
+    stop_before_pixels : bool
+        Do not read the pixel data (its length is still checked against the file size).
+    specific_tags : iterable of tags or keywords, optional
+        Only read these elements (plus SOPClassUID, SOPInstanceUID and the character set).
+
+    Returns
+    -------
+    pydicom.dataset.FileDataset
+        Elements stay raw (converted on access), as with ``pydicom.dcmread``.
+
+    Raises
+    ------
+    DatasetError
+        With ``reason`` one of ``empty``, ``not-dicom``, ``truncated``, ``dicomdir``,
+        ``unreadable``, ``not-regular``. Nothing else is raised for bad input.
+    """
+    f = _open(path)
+    try:
+        size = os.fstat(f.fileno()).st_size
+        return _parse(f, path, size, stop_before_pixels, specific_tags)
+    except DatasetError:
+        raise
+    except OSError as exc:
+        _, reason, message = _os_problem(path, exc)
+        raise DatasetError(reason.value, message) from None
+    except RecursionError:
+        raise _fail(Reason.NOT_DICOM, path, "sequences nested too deeply to parse") from None
+    except MemoryError:
+        raise _fail(Reason.NOT_DICOM, path, "parsing needed more memory than available") from None
+    except (struct.error, EOFError):  # a short read inside an element header
+        if _has_file_meta_start(f):
+            raise _fail(Reason.TRUNCATED, path, "file ends inside an element header") from None
+        raise _fail(Reason.NOT_DICOM, path, "cannot be parsed as DICOM (ends mid-element)") from None
+    except Exception as exc:  # pydicom raises many types on garbage; never let one escape
+        raise _fail(
+            Reason.NOT_DICOM, path, f"cannot be parsed as DICOM ({type(exc).__name__})"
+        ) from None
+    finally:
+        f.close()
+
+
+def _raw_uid(ds: Dataset, tag: int) -> str | None:
+    """A UID's text without converting the element (conversion may log the value)."""
+    if tag not in ds:
+        return None
+    value = ds.get_item(tag).value
+    if isinstance(value, bytes):
+        return value.rstrip(b"\0 ").decode("ascii", "replace")
+    return str(value) if value is not None else None
+
+
+def _has_file_meta_start(f: IO[bytes]) -> bool:
+    """True if the file starts as a DICOM Part 10 file: 'DICM' then a group 0002 element."""
+    f.seek(128)
+    return f.read(6) == b"DICM\x02\x00"
+
+
+def _tag_set(specific_tags: Iterable[Any] | None) -> list[BaseTag] | None:
+    if specific_tags is None:
+        return None
+    tags = [Tag(t) for t in specific_tags]
+    return tags + [BaseTag(t) for t in _SOP_TAGS]
+
+
+def _parse(
+    f: IO[bytes],
+    path: str,
+    size: int,
+    stop_before_pixels: bool,
+    specific_tags: Iterable[Any] | None,
+) -> FileDataset:
+    tags = _tag_set(specific_tags)
+    ds = pydicom.dcmread(f, force=True, stop_before_pixels=True, specific_tags=tags)
+    pos = f.tell()
+    meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else Dataset()
+    if _raw_uid(meta, 0x00020002) == DICOMDIR_SOP_CLASS or _DIRECTORY_RECORDS in ds:
+        raise _fail(Reason.DICOMDIR, path, "a DICOMDIR media directory, not an image; skipped")
+    if not any(t in ds for t in _SOP_TAGS):
+        if not len(meta):
+            raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs)")
+        if not len(ds) or max(ds.keys()) < _SOP_TAGS[0]:
+            raise _fail(Reason.TRUNCATED, path, "file ends before the SOP Class and Instance UIDs")
+        raise _fail(Reason.NOT_DICOM, path, "file meta present but no SOP Class or Instance UID")
+    _check_values(meta, path)
+    _check_values(ds, path)
+    if pos > size:
+        raise _fail(Reason.TRUNCATED, path, "file ends inside an element value")
+    implicit, little = ds.original_encoding
+    pixel_tag = _check_pixel_element(f, path, pos, size, bool(implicit), bool(little))
+    if pixel_tag is None:
+        _check_tail(ds, path, size, tags is None)
+    elif not stop_before_pixels and (tags is None or pixel_tag in tags):
+        f.seek(pos)
+        rest = _pydicom_read_dataset(
+            f, bool(implicit), bool(little), parent_encoding=ds._character_set,
+            specific_tags=tags,
+        )
+        _check_values(rest, path)
+        for tag in rest.keys():
+            ds[tag] = rest.get_item(tag)
+    return ds
+
+
+def _check_values(ds: Dataset, path: str) -> None:
+    """Raise ``truncated`` if a raw element's value is shorter than its declared length."""
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if not isinstance(elem, RawDataElement) or elem.length == _UNDEFINED:
+            continue
+        if elem.value is not None and len(elem.value) < elem.length:
+            raise _fail(Reason.TRUNCATED, path, f"file ends inside element {BaseTag(tag)}")
+
+
+def _check_tail(ds: Dataset, path: str, size: int, whole: bool) -> None:
+    """No pixel data was found: the file must not end inside an element header or before pixels."""
+    last = ds.get_item(max(ds.keys())) if len(ds) else None
+    if isinstance(last, RawDataElement) and last.length != _UNDEFINED and last.value is not None:
+        leftover = size - (last.value_tell + last.length)
+        if 0 < leftover < 8:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside an element header")
+    if whole and all(t in ds for t in _IMAGE_TAGS):
+        raise _fail(Reason.TRUNCATED, path, "has image attributes but ends before its pixel data")
+
+
+def _check_pixel_element(
+    f: IO[bytes], path: str, pos: int, size: int, implicit: bool, little: bool
+) -> int | None:
+    """Check the pixel data element at ``pos`` fits in the file; return its tag (None if absent)."""
+    f.seek(pos)
+    header = f.read(12)
+    if len(header) < 8:
+        if header:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside an element header")
+        return None
+    endian = "<" if little else ">"
+    group, element = struct.unpack(endian + "HH", header[:4])
+    tag = group << 16 | element
+    if tag not in _PIXEL_TAGS:
+        return None
+    if implicit:
+        (length,), start = struct.unpack(endian + "L", header[4:8]), pos + 8
+    elif header[4:6] in _LONG_VRS:
+        if len(header) < 12:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside the pixel data header")
+        (length,), start = struct.unpack(endian + "L", header[8:12]), pos + 12
+    else:
+        (length,), start = struct.unpack(endian + "H", header[6:8]), pos + 8
+    if length != _UNDEFINED:
+        if start + length > size:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside the pixel data")
+        return tag
+    _walk_fragments(f, path, start, size, endian)
+    return tag
+
+
+def _walk_fragments(f: IO[bytes], path: str, offset: int, size: int, endian: str) -> None:
+    """Follow the item headers of encapsulated pixel data up to its sequence delimiter."""
+    while True:
+        f.seek(offset)
+        header = f.read(8)
+        if len(header) < 8:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside the encapsulated pixel data")
+        group, element, length = struct.unpack(endian + "HHL", header)
+        tag = group << 16 | element
+        if tag == _SEQ_DELIMITER:
+            return
+        if tag != _ITEM or length == _UNDEFINED:
+            raise _fail(Reason.TRUNCATED, path, "encapsulated pixel data is malformed")
+        offset += 8 + length
+        if offset > size:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside the encapsulated pixel data")

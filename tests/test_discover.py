@@ -1,0 +1,115 @@
+"""discover(): every entry listed once, deterministic, nothing followed that could loop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from deid_batch.discover import check_output_location, discover
+from deid_batch.errors import ConfigError
+from tests.hostile import make_dicom, make_hostile_archive
+
+
+def test_every_hostile_entry_is_listed_exactly_once(tmp_path: Path) -> None:
+    expected = make_hostile_archive(tmp_path / "in")
+    found = discover(tmp_path / "in")
+    assert len(found) == len(set(found))
+    assert sorted(found) == sorted(expected)
+
+
+def test_order_is_deterministic_and_sorted_within_folders(tmp_path: Path) -> None:
+    make_hostile_archive(tmp_path / "in")
+    first = discover(str(tmp_path / "in"))
+    assert first == discover(tmp_path / "in")
+    files_of_root_good = [p for p in first if os.path.dirname(p) == str(tmp_path / "in" / "bad000")]
+    assert files_of_root_good == sorted(files_of_root_good)
+
+
+def test_paths_are_absolute_even_from_relative_sources(tmp_path: Path, monkeypatch) -> None:
+    make_dicom(tmp_path / "in" / "a.dcm")
+    monkeypatch.chdir(tmp_path)
+    assert discover("in") == [str(tmp_path / "in" / "a.dcm")]
+
+
+def test_symlinks_to_folders_are_listed_not_followed(tmp_path: Path) -> None:
+    make_dicom(tmp_path / "in" / "real" / "a.dcm")
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "in" / "real", target_is_directory=True)
+    (tmp_path / "in" / "real" / "up").symlink_to(tmp_path / "in", target_is_directory=True)
+    assert discover(tmp_path / "in") == [
+        str(tmp_path / "in" / "link"),
+        str(tmp_path / "in" / "real" / "a.dcm"),
+        str(tmp_path / "in" / "real" / "up"),
+    ]
+
+
+def test_file_given_twice_or_also_inside_a_given_folder_is_listed_once(tmp_path: Path) -> None:
+    a = make_dicom(tmp_path / "in" / "sub" / "a.dcm")
+    b = make_dicom(tmp_path / "in" / "b.dcm", 1)
+    found = discover([a, tmp_path / "in", str(a), b, tmp_path / "in" / "sub"])
+    assert found == [str(a), str(b)]
+
+
+def test_folder_reached_through_a_symlinked_source_is_walked_once(tmp_path: Path) -> None:
+    a = make_dicom(tmp_path / "in" / "a.dcm")
+    (tmp_path / "alias").symlink_to(tmp_path / "in", target_is_directory=True)
+    assert discover([tmp_path / "in", tmp_path / "alias"]) == [str(a)]
+    assert discover([tmp_path / "alias", tmp_path / "in"]) == [str(tmp_path / "alias" / "a.dcm")]
+
+
+def test_missing_source_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    make_dicom(tmp_path / "in" / "a.dcm")
+    with pytest.raises(ConfigError, match="nope-not-here"):
+        discover([tmp_path / "in", tmp_path / "nope-not-here"])
+    with pytest.raises(ConfigError):
+        discover([])
+
+
+def test_a_broken_symlink_given_as_source_is_listed(tmp_path: Path) -> None:
+    (tmp_path / "broken").symlink_to(tmp_path / "missing")
+    assert discover(tmp_path / "broken") == [str(tmp_path / "broken")]
+
+
+def test_deep_folders_do_not_hit_the_recursion_limit(tmp_path: Path) -> None:
+    deep = tmp_path / "in"
+    for k in range(60):  # path length, not Python recursion, is the limit here
+        deep = deep / f"d{k % 10}"
+    make_dicom(deep / "a.dcm")
+    assert discover(tmp_path / "in") == [str(deep / "a.dcm")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder: permissions do not apply")
+def test_unlistable_folder_is_listed_itself(tmp_path: Path) -> None:
+    locked = tmp_path / "in" / "locked"
+    make_dicom(locked / "a.dcm")
+    locked.chmod(0)
+    try:
+        assert discover(tmp_path / "in") == [str(locked)]
+    finally:
+        locked.chmod(0o755)
+
+
+def test_output_inside_or_equal_to_input_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ConfigError, match="inside input"):
+        check_output_location(tmp_path / "in", tmp_path / "in")
+    with pytest.raises(ConfigError, match="inside input"):
+        check_output_location([tmp_path / "in"], tmp_path / "in" / "out")
+    (tmp_path / "alias").symlink_to(tmp_path / "in", target_is_directory=True)
+    with pytest.raises(ConfigError, match="inside input"):
+        check_output_location([tmp_path / "alias"], tmp_path / "in" / "deeper" / "out")
+
+
+def test_input_inside_output_is_refused(tmp_path: Path) -> None:
+    make_dicom(tmp_path / "out" / "in" / "a.dcm")
+    with pytest.raises(ConfigError, match="inside output"):
+        check_output_location(tmp_path / "out" / "in", tmp_path / "out")
+    with pytest.raises(ConfigError, match="inside output"):
+        check_output_location(tmp_path / "out" / "in" / "a.dcm", tmp_path / "out")
+
+
+def test_sibling_output_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    check_output_location([tmp_path / "in"], tmp_path / "in-out")  # a prefix, not a parent
+    check_output_location([tmp_path / "in"], tmp_path / "out")

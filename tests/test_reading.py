@@ -1,0 +1,249 @@
+"""read_dataset / classify_entry on real hostile files: every bad file gets a reason, never a crash."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from deid_batch.errors import DatasetError
+from deid_batch.reading import classify_entry, read_dataset, status_for
+from deid_batch.schemas import Reason, Status
+from tests.hostile import (
+    build_dataset,
+    make_dicom,
+    make_hostile_archive,
+    make_implicit,
+    make_png,
+    pixel_data_offset,
+)
+
+
+def verdict(path: str, stop_before_pixels: bool) -> tuple[Status, Reason | None]:
+    """What the pipeline will decide for one entry, from classify_entry then read_dataset."""
+    found = classify_entry(path)
+    if found is not None:
+        return found[0], found[1]
+    try:
+        read_dataset(path, stop_before_pixels=stop_before_pixels)
+    except DatasetError as exc:
+        return status_for(exc.reason), Reason(exc.reason)
+    return Status.WRITTEN, None
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Status, Reason | None]]:
+    return make_hostile_archive(tmp_path_factory.mktemp("hostile") / "in")
+
+
+@pytest.mark.parametrize("stop_before_pixels", [True, False])
+def test_every_hostile_kind_gets_its_expected_reason(archive, stop_before_pixels: bool) -> None:
+    for path, (status, reason) in archive.items():
+        if reason is Reason.WRITE_ERROR:  # reads fine; fails only when written back
+            status, reason = Status.WRITTEN, None
+        assert verdict(path, stop_before_pixels) == (status, reason), path
+
+
+def test_classify_entry_passes_regular_files_and_symlinks_to_files(tmp_path: Path) -> None:
+    f = make_dicom(tmp_path / "a.dcm")
+    (tmp_path / "l.dcm").symlink_to(f)
+    assert classify_entry(str(f)) is None
+    assert classify_entry(str(tmp_path / "l.dcm")) is None
+
+
+def test_classify_entry_on_special_entries(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "to_folder").symlink_to(tmp_path / "folder", target_is_directory=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "broken").symlink_to(tmp_path / "nothing")
+    (tmp_path / "empty").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo")
+    got = {p.name: classify_entry(str(p))[:2] for p in tmp_path.iterdir()}  # type: ignore[index]
+    assert got == {
+        "folder": (Status.FAILED, Reason.UNREADABLE),
+        "to_folder": (Status.SKIPPED, Reason.NOT_REGULAR),
+        "loop": (Status.SKIPPED, Reason.NOT_REGULAR),
+        "broken": (Status.SKIPPED, Reason.NOT_REGULAR),
+        "empty": (Status.FAILED, Reason.EMPTY),
+        "fifo": (Status.SKIPPED, Reason.NOT_REGULAR),
+    }
+    assert classify_entry(str(tmp_path / "vanished")) == (
+        Status.FAILED, Reason.UNREADABLE, f"{str(tmp_path / 'vanished')!r}: no longer exists"
+    )
+
+
+def test_read_dataset_never_blocks_on_a_fifo(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(str(tmp_path / "fifo"))
+    assert caught.value.reason == Reason.NOT_REGULAR
+
+
+def test_file_without_preamble_reads_like_deid_force(tmp_path: Path) -> None:
+    p = make_dicom(tmp_path / "bare.dcm", 3, preamble=False)
+    assert not p.read_bytes()[128:132] == b"DICM"
+    ds = read_dataset(str(p))
+    assert ds.PatientID == build_dataset(3).PatientID
+    assert ds.PixelData == build_dataset(3).PixelData
+
+
+@pytest.mark.parametrize("maker", [make_dicom, make_implicit])
+def test_full_read_equals_pydicom(tmp_path: Path, maker) -> None:
+    p = maker(tmp_path / "a.dcm", 4)
+    ours, theirs = read_dataset(str(p)), pydicom.dcmread(p)
+    assert ours == theirs
+    assert ours.file_meta == theirs.file_meta
+    head = read_dataset(str(p), stop_before_pixels=True)
+    assert "PixelData" not in head and head.PatientID == theirs.PatientID
+    out1, out2 = io.BytesIO(), io.BytesIO()
+    ours.save_as(out1)
+    theirs.save_as(out2)
+    assert out1.getvalue() == out2.getvalue()
+
+
+def test_specific_tags_still_detect_not_dicom_and_truncation(tmp_path: Path) -> None:
+    p = make_dicom(tmp_path / "a.dcm", 5)
+    ds = read_dataset(str(p), specific_tags=["PatientID"], stop_before_pixels=True)
+    assert ds.PatientID == build_dataset(5).PatientID and "PatientName" not in ds
+    data = p.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: pixel_data_offset(p) + 20])
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(str(cut), specific_tags=["PatientID"], stop_before_pixels=True)
+    assert caught.value.reason == Reason.TRUNCATED
+    text = tmp_path / "t.txt"
+    text.write_text("hello " * 100)
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(str(text), specific_tags=["PatientID"])
+    assert caught.value.reason == Reason.NOT_DICOM
+
+
+def test_truncation_anywhere_is_truncated_or_not_dicom_never_a_crash(tmp_path: Path) -> None:
+    data = make_dicom(tmp_path / "a.dcm", 6).read_bytes()
+    p = tmp_path / "cut.dcm"
+    for end in range(1, len(data) - 1, 7):
+        p.write_bytes(data[:end])
+        for sbp in (True, False):
+            with pytest.raises(DatasetError) as caught:
+                read_dataset(str(p), stop_before_pixels=sbp)
+            expected = {Reason.TRUNCATED, Reason.NOT_DICOM}
+            assert Reason(caught.value.reason) in expected, (end, str(caught.value))
+            if end > 400:  # past the file meta and SOP UIDs: recognisably a cut DICOM file
+                assert caught.value.reason == Reason.TRUNCATED, end
+
+
+def test_random_bytes_never_escape_as_anything_but_dataset_error(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    p = tmp_path / "r.bin"
+    valid = make_dicom(tmp_path / "v.dcm", 7).read_bytes()
+    for k in range(150):
+        if k % 2:
+            blob = rng.randbytes(rng.randrange(1, 3000))
+        else:  # a valid file with random bytes flipped: the nastiest kind of garbage
+            blob = bytearray(valid)
+            for _ in range(rng.randrange(1, 20)):
+                blob[rng.randrange(len(blob))] = rng.randrange(256)
+            blob = bytes(blob)
+        p.write_bytes(blob)
+        for sbp in (True, False):
+            try:
+                read_dataset(str(p), stop_before_pixels=sbp)
+            except DatasetError as exc:
+                assert Reason(exc.reason) in set(Reason)
+
+
+def test_png_and_text_are_not_dicom(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "x.png")
+    txt = tmp_path / "x.dcm"
+    txt.write_text("0008,0016 looks like a tag but is text\n" * 10)
+    for p in (png, txt):
+        with pytest.raises(DatasetError) as caught:
+            read_dataset(str(p))
+        assert caught.value.reason == Reason.NOT_DICOM
+
+
+def test_messages_name_the_file_and_carry_no_header_value(archive) -> None:
+    values = [str(v) for v in build_dataset(0).values() if isinstance(v.value, (str, bytes))]
+    for path, (_, reason) in archive.items():
+        found = classify_entry(path)
+        message = found[2] if found else ""
+        if found is None:
+            try:
+                read_dataset(path)
+            except DatasetError as exc:
+                message = str(exc)
+        if reason not in (None, Reason.WRITE_ERROR):
+            assert repr(path) in message
+        for elem in pydicom.dcmread(list(archive)[0]).iterall():
+            if elem.VR in ("PN", "LO", "SH", "DA", "UI") and str(elem.value):
+                assert str(elem.value) not in message.replace(path, "")
+    assert values
+
+
+def test_deep_and_large_sequences_read_walk_and_write_back(archive) -> None:
+    for name in ("deep_sequence.dcm", "large_sequence.dcm"):
+        path = next(p for p in archive if p.endswith(name))
+        ds = read_dataset(path)
+        assert sum(1 for _ in ds.iterall()) > 200
+        first, second = io.BytesIO(), io.BytesIO()
+        ds.save_as(first)
+        read_dataset_from_bytes = pydicom.dcmread(io.BytesIO(first.getvalue()))
+        read_dataset_from_bytes.save_as(second)
+        assert first.getvalue() == second.getvalue()
+
+
+def test_unwritable_file_reads_but_its_sop_class_cannot_be_used(archive) -> None:
+    path = next(p for p in archive if p.endswith("unwritable.dcm"))
+    ds = read_dataset(path)
+    with pytest.raises(NotImplementedError):
+        ds.SOPClassUID  # noqa: B018
+    with pytest.raises(NotImplementedError):
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: chmod 000 does not deny reads")
+def test_permission_denied_is_unreadable(tmp_path: Path) -> None:
+    p = make_dicom(tmp_path / "a.dcm")
+    p.chmod(0)
+    try:
+        assert classify_entry(str(p))[:2] == (Status.FAILED, Reason.UNREADABLE)  # type: ignore[index]
+        with pytest.raises(DatasetError) as caught:
+            read_dataset(str(p))
+        assert caught.value.reason == Reason.UNREADABLE
+    finally:
+        p.chmod(0o644)
+
+
+def test_permission_denied_on_open_is_unreadable_even_as_root(tmp_path: Path, monkeypatch) -> None:
+    p = make_dicom(tmp_path / "a.dcm")
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", deny)
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(str(p))
+    assert caught.value.reason == Reason.UNREADABLE
+    assert "permission denied" in str(caught.value)
+
+
+def test_io_error_while_reading_is_unreadable(tmp_path: Path, monkeypatch) -> None:
+    p = make_dicom(tmp_path / "a.dcm")
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(pydicom, "dcmread", broken)
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(str(p))
+    assert caught.value.reason == Reason.UNREADABLE
+
+
+def test_status_for_reasons() -> None:
+    assert status_for(Reason.DICOMDIR) is Status.SKIPPED
+    assert status_for("not-regular") is Status.SKIPPED
+    assert status_for(Reason.TRUNCATED) is Status.FAILED
