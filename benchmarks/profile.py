@@ -1,0 +1,119 @@
+"""Where the time goes: cProfile of deid-batch ``apply`` / ``scan`` in one process.
+
+    python benchmarks/profile.py [--stage apply|scan] [--pixels small|ct] [--files 1000] [--top 25]
+
+Runs the stage on dask's synchronous scheduler (the worker function in this process, exactly the
+code a worker runs, plus the in-process scheduling) under cProfile, then prints the top functions
+by own time and the own time summed per module group (pydicom reading, pydicom writing, the
+de-identification engine, Arrow, dask, the file system ...). Writes
+``benchmarks/results/profile-<stage>-<pixels>.pstats`` for snakeviz / pstats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from common import RESULTS, archive, clean, list_files, warm_cache
+
+GROUPS = (
+    ("pydicom/filereader", "pydicom read"),
+    ("pydicom/filewriter", "pydicom write"),
+    ("pydicom/values", "pydicom value conversion"),
+    ("pydicom/dataelem", "pydicom DataElement"),
+    ("pydicom/dataset", "pydicom Dataset"),
+    ("pydicom/valuerep", "pydicom value types"),
+    ("pydicom/tag", "pydicom tags"),
+    ("pydicom/", "pydicom other"),
+    ("deid_batch/engine", "deid_batch engine"),
+    ("deid_batch/recipe", "deid_batch recipe"),
+    ("deid_batch/scan", "deid_batch scan"),
+    ("deid_batch/apply", "deid_batch apply"),
+    ("deid_batch/writing", "deid_batch writing"),
+    ("deid_batch/reading", "deid_batch reading"),
+    ("deid_batch/", "deid_batch other"),
+    ("pyarrow", "pyarrow"),
+    ("dask/", "dask"),
+    ("distributed/", "distributed"),
+)
+
+
+def group_of(filename: str, funcname: str) -> str:
+    for needle, name in GROUPS:
+        if needle in filename:
+            return name
+    if filename == "~":
+        builtin = funcname.strip("<>")
+        if any(k in builtin for k in ("posix", "io.", "open", "read", "write", "stat", "rename")):
+            return "builtins: I/O and os"
+        return "builtins: other"
+    return "other Python"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=("apply", "scan"), default="apply")
+    p.add_argument("--pixels", choices=("small", "ct"), default="small")
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--work", type=Path, default=RESULTS / "work")
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    files = list_files(archive(args.work, args.files, args.pixels))
+    warm_cache(files)
+    import deid_batch
+
+    out = args.work / "profile-out"
+    clean(out)
+    if args.stage == "apply":
+
+        def run() -> object:
+            return deid_batch.replace_identifiers(
+                files, recipe="dicom", output_folder=str(out), overwrite=True, client="sync"
+            )
+    else:
+
+        def run() -> object:
+            return deid_batch.get_identifiers(files, client="sync")
+
+    t0 = time.perf_counter()
+    run()  # warm-up: imports, recipe parsing caches, page cache of outputs' folders
+    warm = time.perf_counter() - t0
+    clean(out)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    run()
+    prof.disable()
+    seconds = time.perf_counter() - t0
+    clean(out)
+    shutil.rmtree(out, ignore_errors=True)
+    stats = pstats.Stats(prof)
+    path = RESULTS / f"profile-{args.stage}-{args.pixels}.pstats"
+    stats.dump_stats(path)
+    print(
+        f"{args.stage} on {len(files)} {args.pixels}-pixel files, synchronous: first run "
+        f"{warm:.2f} s, profiled run {seconds:.2f} s ({len(files) / seconds:.0f} files/s under "
+        f"cProfile, {seconds / len(files) * 1e3:.2f} ms/file)\n"
+    )
+    by_group: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        by_group[group_of(filename, func)] += tt
+        total += tt
+    print("own time by module group:")
+    for name, tt in sorted(by_group.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<28} {tt:7.2f} s  {tt / total:6.1%}  {tt / len(files) * 1e3:6.3f} ms/file")
+    print()
+    stats.sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
