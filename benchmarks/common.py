@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,8 @@ class RssPeaks:
     child_max: int = 0  # the largest descendant (a dask worker process)
     total: int = 0  # root + all descendants at the same instant
     samples: int = 0
+    cpu_seconds: float = 0.0  # user + system CPU of the process and its waited-for descendants
+    load_before: float = 0.0  # 1-minute load average when the command started
     child_pids: set[int] = field(default_factory=set)
 
 
@@ -120,6 +123,8 @@ def run_sampled(
     cmd: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float, RssPeaks]:
     """Run ``cmd``; return (completed process, wall seconds, RSS peaks of its process tree)."""
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -135,6 +140,11 @@ def run_sampled(
             proc.kill()
             out, err = proc.communicate()
     wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sampler.peaks.cpu_seconds = (usage1.ru_utime + usage1.ru_stime) - (
+        usage0.ru_utime + usage0.ru_stime
+    )
+    sampler.peaks.load_before = load
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, sampler.peaks
 
 
