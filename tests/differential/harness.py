@@ -89,6 +89,7 @@ def run_deid(
     *,
     ids: Mapping[str, Any] | None = None,
     remove_private_after: bool = False,
+    remove_private: bool = False,
     disable_skip: bool = False,
 ) -> Path:
     """De-identify ``source`` with deid 0.4.13 and return the written file.
@@ -96,7 +97,8 @@ def run_deid(
     ``recipe`` is a recipe path or a bundled tag. ``ids`` (variables and functions together, as
     deid wants them) is keyed by the absolute path of ``source``. With ``remove_private_after``
     the written file is re-read, stripped of private tags and written again (the oracle for our
-    ``remove_private=True``).
+    ``remove_private=True``); ``remove_private`` is deid's own option (stripping before the
+    recipe), used only by the deviation tests.
     """
     from deid.config import DeidRecipe
     from deid.dicom import replace_identifiers
@@ -115,7 +117,7 @@ def run_deid(
             ids={os.path.abspath(source): dict(ids or {})},
             save=True,
             output_folder=str(out_dir),
-            remove_private=False,
+            remove_private=remove_private,
             disable_skip=disable_skip,
         )
     finally:
@@ -146,6 +148,7 @@ def run_ours(
 ) -> OursRun:
     """De-identify ``source`` with deid_batch's engine, save like deid, return path + warnings."""
     from deid_batch.engine import EngineOptions, deidentify_dataset
+
     from deid_batch.recipe import load_recipe
 
     ds = pydicom.dcmread(source, force=True)
@@ -166,6 +169,7 @@ def run_ours(
 def engine_available() -> bool:
     try:
         import deid_batch.engine  # noqa: F401
+
         import deid_batch.recipe  # noqa: F401
     except ImportError:
         return False
