@@ -46,20 +46,21 @@ def assert_warned(warnings: list[str], action: str, field: str | tuple[str, ...]
 
 MISSING = [
     # (id, recipe, variables, removed tag paths, warned action, warned field names)
-    ("replace-var", "REPLACE PatientID var:missing", {}, ["(0010,0020)"],
-     "REPLACE", ("PatientID", "(0010,0020)")),
-    ("replace-func", "REPLACE PatientID func:missing", {}, ["(0010,0020)"],
-     "REPLACE", ("PatientID", "(0010,0020)")),
+    ("replace-var", "REPLACE PatientName var:missing", {},
+     ["(0010,0010)", "(0009,1010)[0]/(0010,0010)", "(0009,1010)[1]/(0010,0010)"],
+     "REPLACE", ("PatientName", "(0010,0010)")),
+    ("replace-func", "REPLACE StudyID func:missing", {}, ["(0020,0010)"],
+     "REPLACE", ("StudyID", "(0020,0010)")),
     ("replace-var-top-and-nested", "REPLACE AccessionNumber var:missing", {"other": "x"},
      ["(0008,0050)", "(0040,0275)[0]/(0008,0050)"], "REPLACE", ("AccessionNumber", "(0008,0050)")),
     ("jitter-var", "JITTER StudyDate var:missing", {}, ["(0008,0020)"],
      "JITTER", ("StudyDate", "(0008,0020)")),
     ("remove-condition-var", "REMOVE StudyTime var:missing", {}, ["(0008,0030)"],
      "REMOVE", ("StudyTime", "(0008,0030)")),
-    ("remove-all-keeps-replaced-field-in-deid", "REMOVE ALL\nREPLACE PatientID var:missing", {},
-     ["(0010,0020)"], "REPLACE", ("PatientID", "(0010,0020)")),
-    ("add-over-existing", "ADD PatientID var:missing", {}, ["(0010,0020)"],
-     "ADD", ("PatientID", "(0010,0020)")),
+    ("remove-all-keeps-replaced-field-in-deid", "REMOVE ALL\nREPLACE StudyID var:missing", {},
+     ["(0020,0010)"], "REPLACE", ("StudyID", "(0020,0010)")),
+    ("add-over-existing", "ADD StudyID var:missing", {}, ["(0020,0010)"],
+     "ADD", ("StudyID", "(0020,0010)")),
 ]
 
 
@@ -97,6 +98,8 @@ RECIPE_ERRORS = [
     ("trailing-comment-empties-remove", H + "REMOVE PatientID   # note\n", 4,
      UNCHANGED_BUT_STUDY_ID),
     ("unknown-expander", H + "REMOVE allfields:x\n", 4, UNCHANGED_BUT_STUDY_ID),
+    ("empty-except-selects-nothing", H + "REMOVE except:\n", 4, UNCHANGED_BUT_STUDY_ID),
+    ("select-of-another-attribute", H + "REMOVE select:name:x\n", 4, UNCHANGED_BUT_STUDY_ID),
     ("unknown-deid-func", H + "REPLACE PatientID deid_func:simple_uuid\n", 4,
      UNCHANGED_BUT_STUDY_ID),
     ("lower-case-group-keyword", "FORMAT dicom\n%values v\nfield PatientID\n%header\n"
@@ -105,6 +108,7 @@ RECIPE_ERRORS = [
     ("add-with-paren-tag", H + "ADD (0010,0010) x\n", 4, "ValueError"),
     ("add-all", H + "ADD ALL x\n", 4, "ValueError"),
     ("add-lower-case-keyword", H + "ADD patientid x\n", 4, "ValueError"),
+    ("add-sequence-from-text", H + "ADD ReferencedImageSequence x\n", 4, "TypeError"),
     ("jitter-not-a-whole-number", H + "JITTER StudyDate 1.5\n", 4, "ValueError"),
     ("split-minlength-quoted", "FORMAT dicom\n%values v\nSPLIT PatientName by=\"^\";"
      "minlength='4'\n%header\nREMOVE values:v\n", 3, "ValueError"),
