@@ -148,7 +148,6 @@ def run_ours(
 ) -> OursRun:
     """De-identify ``source`` with deid_batch's engine, save like deid, return path + warnings."""
     from deid_batch.engine import EngineOptions, deidentify_dataset
-
     from deid_batch.recipe import load_recipe
 
     ds = pydicom.dcmread(source, force=True)
@@ -169,7 +168,6 @@ def run_ours(
 def engine_available() -> bool:
     try:
         import deid_batch.engine  # noqa: F401
-
         import deid_batch.recipe  # noqa: F401
     except ImportError:
         return False

@@ -109,6 +109,10 @@ RECIPE_ERRORS = [
     ("add-all", H + "ADD ALL x\n", 4, "ValueError"),
     ("add-lower-case-keyword", H + "ADD patientid x\n", 4, "ValueError"),
     ("add-sequence-from-text", H + "ADD ReferencedImageSequence x\n", 4, "TypeError"),
+    ("hash-inside-a-value", H + "REPLACE PatientName a#b\n", 4, "changed: PatientName 'a'"),
+    ("blank-with-a-value", H + "BLANK PatientSex ignored value\n", 4, "blanks PatientSex"),
+    ("keep-with-a-value", H + "KEEP StudyID ignored\n", 4, "unchanged"),  # kept from REMOVE
+    ("label-in-header", H + "LABEL foo\n", 4, UNCHANGED_BUT_STUDY_ID),
     ("jitter-not-a-whole-number", H + "JITTER StudyDate 1.5\n", 4, "ValueError"),
     ("split-minlength-quoted", "FORMAT dicom\n%values v\nSPLIT PatientName by=\"^\";"
      "minlength='4'\n%header\nREMOVE values:v\n", 3, "ValueError"),
@@ -133,10 +137,18 @@ def deid_outcome(source: Path, recipe: Path, out: Path, baseline: Path) -> str:
         written = run_deid(source, recipe, out)
     except (Exception, SystemExit) as exc:  # deid exits or crashes on some recipes
         return type(exc).__name__
-    changes = diff_files(baseline, written)
-    if [(d.path, d.kind) for d in changes] == [("(0020,0010)", "only-in-a")]:
+    changes = [(d.path, d.kind, d.b) for d in diff_files(baseline, written)]
+    if changes == [("(0020,0010)", "only-in-a", "")]:
         return UNCHANGED_BUT_STUDY_ID
-    return "unchanged" if not changes else f"changed: {[str(d) for d in changes]}"
+    if changes == [("(0010,0040)", "value", "''"), ("(0020,0010)", "only-in-a", "")]:
+        return "blanks PatientSex"
+    if changes == []:
+        return "unchanged"
+    if {c[0] for c in changes} == {"(0010,0010)", "(0009,1010)[0]/(0010,0010)",
+                                   "(0009,1010)[1]/(0010,0010)", "(0020,0010)"} and \
+            str(get(written, "PatientName")) == "a":
+        return "changed: PatientName 'a'"
+    return f"changed: {changes}"
 
 
 def baseline_of(source: Path, tmp_path: Path) -> Path:
@@ -337,3 +349,91 @@ def test_private_values_still_feed_values_lists_because_removal_comes_after_the_
     assert get(result.ours.path, "PatientComments") == "absent"
     assert Difference("(0010,4000)", "only-in-a", "'PRIVATE-LO-VALUE'", "") in diff_files(
         deid_private_first, result.ours.path)
+
+
+@pytest.mark.parametrize("recipe", [
+    "REPLACE PatientWeight abc",  # DS conversion fails in pydicom
+    "REPLACE FrameIncrementPointer (0011,0077)",  # AT takes only 8-hex text
+    "REPLACE ALL X",  # hits a sequence
+])
+def test_a_dataset_deid_crashes_on_is_a_dataset_error_for_that_dataset_only(
+    recipe: str, tmp_path: Path, generated_file: Callable[..., Path],
+    write_recipe: Callable[..., Path],
+) -> None:
+    source, recipe_path = generated_file(), write_recipe(recipe)
+    with pytest.raises((ValueError, TypeError)):
+        run_deid(source, recipe_path, tmp_path / "deid")
+    errors = pytest.importorskip("deid_batch.errors")
+    with pytest.raises(errors.DatasetError) as caught:
+        run_ours(source, recipe_path, tmp_path / "ours")
+    assert str(source) in str(caught.value)
+    assert not [v for v in PHI if v in str(caught.value)]
+
+
+# --------------------------------------------------------------------------------------------
+# 3b. JITTER of a DA deid cannot parse or overflows: deid raises, ours keeps it and warns
+
+
+@pytest.mark.parametrize("recipe, edit", [
+    ("JITTER StudyDate 1", lambda ds: setattr(ds, "StudyDate", "notadate")),
+    ("JITTER StudyDate 1", lambda ds: setattr(ds, "StudyDate", "202301")),
+    ("JITTER StudyDate 3000000", None),
+], ids=["not-a-date", "year-month-only", "overflow"])
+def test_jitter_of_an_unusable_date_keeps_it_and_warns_where_deid_aborts(
+    recipe: str, edit: Any, tmp_path: Path, generated_file: Callable[..., Path],
+    write_recipe: Callable[..., Path],
+) -> None:
+    source, recipe_path = generated_file(edit), write_recipe(recipe)
+    original = get(source, "StudyDate")
+    with pytest.raises((ValueError, OverflowError)):
+        run_deid(source, recipe_path, tmp_path / "deid")
+    pytest.importorskip("deid_batch.engine")
+    ours = run_ours(source, recipe_path, tmp_path / "ours")
+    assert get(ours.path, "StudyDate") == original
+    assert_warned(ours.warnings, "JITTER", ("StudyDate", "(0008,0020)"), source)
+
+
+# --------------------------------------------------------------------------------------------
+# Not in the documented list (reported to the lead): ADD of a new numeric element
+
+
+def test_add_of_a_new_numeric_element_is_written_where_deid_cannot_write_the_file(
+    tmp_path: Path, generated_file: Callable[..., Path], write_recipe: Callable[..., Path],
+) -> None:
+    """deid stores the text '3' in a new US element and ``save_as`` fails; ours converts it."""
+    source, recipe = generated_file(), write_recipe("ADD NumberOfWaveformChannels 3")
+    with pytest.raises(OSError, match="not an integer"):
+        run_deid(source, recipe, tmp_path / "deid")
+    pytest.importorskip("deid_batch.engine")
+    ours = run_ours(source, recipe, tmp_path / "ours")
+    assert get(ours.path, "NumberOfWaveformChannels") == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Nondeterministic built-ins: same shape, different values
+
+
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+@pytest.mark.parametrize("recipe, keyword, pattern", [
+    ("REPLACE ReferringPhysicianName deid_func:basic_uuid", "ReferringPhysicianName",
+     f"^{UUID4}$"),
+    ("REPLACE SeriesInstanceUID deid_func:suffix_uuid", "SeriesInstanceUID",
+     f"^seriesinstanceuid-{UUID4}$"),
+    ("REPLACE SOPInstanceUID deid_func:dicom_uuid org_root=1.2.826.0.1.3680043.10.188",
+     "SOPInstanceUID", r"^1\.2\.826\.0\.1\.3680043\.10\.188\.\d+$"),
+])
+def test_random_uid_functions_give_values_of_deids_shape(
+    recipe: str, keyword: str, pattern: str, run_both: Callable[..., Comparison],
+) -> None:
+    import re
+
+    result = run_both(recipe)
+    deid_value, ours_value = str(get(result.deid, keyword)), str(get(result.ours.path, keyword))
+    assert re.match(pattern, deid_value) and re.match(pattern, ours_value)
+    if "dicom_uuid" not in recipe:  # uuid4().int has a varying number of digits
+        assert len(ours_value) == len(deid_value)
+    assert len(ours_value) <= 64
+    tag_path = str(Tag(tag_for_keyword(keyword)))
+    assert [(d.path, d.kind) for d in result.diffs] == [(tag_path, "value")]
