@@ -180,6 +180,28 @@ def _deep_sequence(depth: int) -> Dataset:
     return ds
 
 
+def _raw_deep_sequence(depth: int) -> bytes:
+    """ContentSequence nested ``depth`` levels, undefined lengths, explicit VR little endian bytes.
+
+    pydicom cannot build this itself (writing a sequence nested ~250 levels hangs or exhausts
+    memory), so the bytes are assembled by hand.
+    """
+    seq_head = struct.pack("<HH2s2xL", 0x0040, 0xA730, b"SQ", 0xFFFFFFFF)
+    item_head = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    seq_end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    leaf = struct.pack("<HH2sH", 0x0008, 0x0100, b"SH", 4) + b"LEAF"
+    return (seq_head + item_head) * depth + leaf + (item_end + seq_end) * depth
+
+
+def _very_deep(path: Path, depth: int = 1000) -> Path:
+    """A valid file with a 1000-level nested sequence inserted before its pixel data."""
+    data = make_dicom(path, 904).read_bytes()
+    at = pixel_data_offset_bytes(data)
+    path.write_bytes(data[:at] + _raw_deep_sequence(depth) + data[at:])
+    return path
+
+
 def _large_sequence(items: int) -> Dataset:
     ds = build_dataset(901)
     seq = []
@@ -296,6 +318,8 @@ def make_hostile_archive(
 
         p = make_dicom(d / "deep_sequence.dcm", dataset=_deep_sequence(200))
         put(p, *GOOD)
+        p = _very_deep(d / "very_deep_sequence.dcm")  # pydicom's parser recursion gives up
+        put(p, Status.FAILED, Reason.NOT_DICOM)
         p = make_dicom(d / "large_sequence.dcm", dataset=_large_sequence(10_000))
         put(p, *GOOD)
         p = _unwritable(d / "unwritable.dcm")
