@@ -101,8 +101,9 @@ def run_both(
     """Factory: run one recipe with deid and with deid_batch on one input.
 
     ``run_both(recipe, source="generated", variables={}, functions={}, remove_private=False,
-    disable_skip=False, functions_via="functions")``. ``recipe`` is a recipe body (see
-    ``harness.recipe_text``), a path, or a bundled tag; ``source`` is ``"generated"``, a sample
+    disable_skip=False, functions_via="functions", base=False)``. ``recipe`` is a recipe body
+    (see ``harness.recipe_text``), a path, ``"bundled:<tag>"`` or a list of paths/tags;
+    ``source`` is ``"generated"``, a sample
     name (``harness.SAMPLES``) or a path. deid receives variables and functions together in
     ``ids``; deid_batch receives them as ``variables=``/``functions=`` (or all as variables with
     ``functions_via="variables"``). With ``remove_private=True`` deid's output is stripped of
@@ -120,6 +121,7 @@ def run_both(
         remove_private: bool = False,
         disable_skip: bool = False,
         functions_via: str = "functions",
+        base: bool = False,
     ) -> Comparison:
         n = next(counter)
         if isinstance(source, Path):
@@ -128,9 +130,10 @@ def run_both(
             src = generated_file()
         else:
             src = SAMPLES[source]
+        recipe_ref: Path | str | list[Path | str]
         if isinstance(recipe, str) and recipe.startswith("bundled:"):
-            recipe_ref: Path | str = recipe.removeprefix("bundled:")
-        elif isinstance(recipe, Path):
+            recipe_ref = recipe.removeprefix("bundled:")
+        elif isinstance(recipe, Path | list):
             recipe_ref = recipe
         else:
             recipe_ref = write_recipe(recipe)
@@ -142,11 +145,11 @@ def run_both(
         for _ in plain.iterall():  # decode every element, as both tools do, so padding and
             pass                   # re-encoding are the same as in their outputs
         plain.save_as(baseline)
-        deid_out = run_deid(src, recipe_ref, tmp_path / "deid" / str(n),
+        deid_out = run_deid(src, recipe_ref, tmp_path / "deid" / str(n), base=base,
                             ids={**variables, **functions},
                             remove_private_after=remove_private, disable_skip=disable_skip)
         if SELF_CHECK:  # harness self-check: "ours" is a second deid run
-            again = run_deid(src, recipe_ref, tmp_path / "ours" / str(n),
+            again = run_deid(src, recipe_ref, tmp_path / "ours" / str(n), base=base,
                              ids={**variables, **functions},
                              remove_private_after=remove_private, disable_skip=disable_skip)
             return Comparison(src, baseline, deid_out, OursRun(again, []))
@@ -154,7 +157,8 @@ def run_both(
             pytest.skip("deid_batch.engine is not importable yet (deid side ran)")
         if functions_via == "variables":
             variables, functions = {**variables, **functions}, {}
-        ours = run_ours(src, recipe_ref, tmp_path / "ours" / str(n), variables=variables,
+        ours = run_ours(src, recipe_ref, tmp_path / "ours" / str(n), base=base,
+                        variables=variables,
                         functions=functions, remove_private=remove_private,
                         disable_skip=disable_skip)
         return Comparison(src, baseline, deid_out, ours)

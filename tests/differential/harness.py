@@ -84,17 +84,19 @@ def bundled_deid_recipe(tag: str) -> Any:
 
 def run_deid(
     source: Path,
-    recipe: Path | str,
+    recipe: Path | str | list[Path | str],
     out_dir: Path,
     *,
     ids: Mapping[str, Any] | None = None,
+    base: bool = False,
     remove_private_after: bool = False,
     remove_private: bool = False,
     disable_skip: bool = False,
 ) -> Path:
     """De-identify ``source`` with deid 0.4.13 and return the written file.
 
-    ``recipe`` is a recipe path or a bundled tag. ``ids`` (variables and functions together, as
+    ``recipe`` is a recipe path, a bundled tag or a list of them (``base`` appends deid's default
+    recipe, as ``DeidRecipe(base=True)`` does). ``ids`` (variables and functions together, as
     deid wants them) is keyed by the absolute path of ``source``. With ``remove_private_after``
     the written file is re-read, stripped of private tags and written again (the oracle for our
     ``remove_private=True``); ``remove_private`` is deid's own option (stripping before the
@@ -104,11 +106,12 @@ def run_deid(
     from deid.dicom import replace_identifiers
     from deid.dicom.fields import _get_fields_inner
 
-    deid_recipe = (
-        bundled_deid_recipe(recipe)
-        if isinstance(recipe, str) and recipe in BUNDLED
-        else DeidRecipe(str(recipe), base=False)
-    )
+    if isinstance(recipe, list | tuple):  # several recipes, combined by deid
+        deid_recipe = DeidRecipe([str(r) for r in recipe], base=base)
+    elif isinstance(recipe, str) and recipe in BUNDLED and not base:
+        deid_recipe = bundled_deid_recipe(recipe)
+    else:
+        deid_recipe = DeidRecipe(str(recipe), base=base)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         [written] = replace_identifiers(
@@ -138,9 +141,10 @@ class OursRun:
 
 def run_ours(
     source: Path,
-    recipe: Path | str,
+    recipe: Path | str | list[Path | str],
     out_dir: Path,
     *,
+    base: bool = False,
     variables: Mapping[str, Any] | None = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     remove_private: bool = False,
@@ -153,7 +157,8 @@ def run_ours(
     ds = pydicom.dcmread(source, force=True)
     result = deidentify_dataset(
         ds,
-        recipe=load_recipe(str(recipe)),
+        recipe=load_recipe([str(r) for r in recipe] if isinstance(recipe, list | tuple)
+                           else str(recipe), base=base),
         variables=dict(variables or {}),
         functions=dict(functions or {}),
         options=EngineOptions(remove_private=remove_private, disable_skip=disable_skip),

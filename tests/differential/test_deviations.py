@@ -75,6 +75,20 @@ def test_a_missing_variable_removes_the_field_and_warns_where_deid_keeps_it(
     assert_warned(result.ours.warnings, action, fields, result.source)
 
 
+def test_the_default_recipe_without_its_variables_removes_fields_the_user_recipe_shields(
+    run_both: Callable[..., Comparison], write_recipe: Callable[..., Path],
+) -> None:
+    """``ADD PatientID var:entity_id`` / ``ADD StudyDate var:item_timestamp`` of the default
+    recipe, appended by ``base=True``: deid keeps the REPLACEd PatientID and the KEPT StudyDate;
+    ours removes both and says why."""
+    mine = write_recipe("REPLACE PatientID SUBJ\nKEEP StudyDate")
+    result = run_both(mine, "ctbrain1", base=True)
+    assert {(d.path, d.kind) for d in result.diffs} == {("(0010,0020)", "only-in-a"),
+                                                         ("(0008,0020)", "only-in-a")}
+    assert_warned(result.ours.warnings, "ADD", ("PatientID", "(0010,0020)"), result.source)
+    assert_warned(result.ours.warnings, "ADD", ("StudyDate", "(0008,0020)"), result.source)
+
+
 def test_a_missing_variable_for_an_absent_field_adds_nothing_in_both_tools_and_warns(
     run_both: Callable[..., Comparison],
 ) -> None:
@@ -206,6 +220,23 @@ def test_a_recipe_path_that_does_not_exist_is_an_error_where_deid_applies_nothin
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError, match="no-such.recipe"):
         recipe_mod.load_recipe(str(missing))
+
+
+def test_values_of_a_second_recipe_are_an_error_where_deid_drops_them(
+    tmp_path: Path, generated_file: Callable[..., Path], write_recipe: Callable[..., Path],
+) -> None:
+    first = write_recipe("REMOVE StudyID")
+    second = write_recipe("FORMAT dicom\n%values w\nFIELD PatientSex\n%header\n"
+                          "REMOVE values:w\n", raw=True)
+    source = generated_file()
+    written = run_deid(source, [first, second], tmp_path / "deid")
+    assert [(d.path, d.kind) for d in diff_files(baseline_of(source, tmp_path), written)] == [
+        ("(0020,0010)", "only-in-a")]  # the list w does not exist: REMOVE values:w is a no-op
+    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    errors = pytest.importorskip("deid_batch.errors")
+    with pytest.raises(errors.RecipeError) as caught:
+        recipe_mod.load_recipe([str(first), str(second)])
+    assert str(second) in str(caught.value)
 
 
 def test_an_upper_case_var_prefix_is_an_error_where_deid_writes_it_literally(
