@@ -1,0 +1,527 @@
+"""Header de-identification of one dataset: a pydicom dataset + a :class:`Recipe` in, the same
+dataset (modified in place) + PHI-free warnings out.
+
+This is deid 0.4.13's ``DicomParser.parse`` followed by its config "put" actions:
+
+1. KEEP selectors are expanded against a full index; their uids join the skip list.
+2. The field index is built (:func:`deid_batch.fields.build_index`).
+3. ``%values`` / ``%fields`` lists are extracted once.
+4. Header actions run in recipe order, each on the current index; REMOVE never deletes an
+   element that any REPLACE/JITTER selector of the recipe matches; JITTER skips empty values.
+5. ``options.put_actions`` run (default ``KEEP PixelData``).
+6. Private tags are removed when ``options.remove_private`` (our default; deid's is off).
+
+Deliberate deviations from deid are listed in the README; in short: a missing ``var:``/``func:``
+removes the matched element with a warning; JITTER never uses today's date; a failure raises
+:class:`~deid_batch.errors.DatasetError` for this dataset only.
+
+:func:`deidentify_dataset` is pure apart from mutating the dataset it is given: no caches, no
+process-wide settings. It is safe to call from several threads on different datasets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.datadict import DicomDictionary, keyword_dict
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
+
+from deid_batch.errors import DatasetError, RecipeError
+from deid_batch.fields import (
+    DicomField,
+    FieldIndex,
+    Selector,
+    build_index,
+    compile_selector,
+    locate_parent,
+)
+from deid_batch.functions import BUILTINS, jitter_days, jitter_element
+from deid_batch.recipe import HEADER_ACTIONS, Recipe, RecipeAction, load_recipe
+
+__all__ = [
+    "DEFAULT_PUT_ACTIONS",
+    "DEFAULT_SKIP",
+    "EngineOptions",
+    "EngineResult",
+    "deidentify_dataset",
+    "private_tags_warning",
+]
+
+logger = logging.getLogger(__name__)
+
+#: deid ``config.json`` ``get.skip``: never indexed, so no action but ADD can touch them.
+DEFAULT_SKIP: tuple[str, ...] = (
+    "PixelData",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "VOILUTSequence",
+    "FileMetaInformationGroupLength",
+    "FileMetaInformationVersion",
+    "TransferSyntaxUID",
+    "ImplementationClassUID",
+)
+#: deid ``config.json`` ``put.actions``: run after the recipe.
+DEFAULT_PUT_ACTIONS: tuple[RecipeAction, ...] = (
+    RecipeAction("KEEP", "PixelData", None, "<config>", 0),
+)
+
+_VALUE_RE = re.compile("(^var:)|(^func:)|(^deid_func:)")
+_FLOAT_VRS = ("FL", "FD")
+_BYTES_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
+_INT_VRS = ("SL", "SS", "SV", "UL", "US", "UV")
+_HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the recipe is applied (frozen, picklable; pass it to every worker).
+
+    Attributes
+    ----------
+    remove_private : bool
+        Remove private tags after the recipe (default). deid's own default is False.
+    uid_key : bytes or None
+        HMAC key of ``deid_func:hmac_uid`` (required only when the recipe uses it).
+    skip : tuple of str
+        deid's ``get.skip``: keywords / ``(gggg,eeee)`` never indexed.
+    put_actions : tuple of RecipeAction
+        deid's ``put.actions``, run after the recipe.
+    disable_skip : bool
+        Ignore ``skip`` (deid ``disable_skip=True``): REMOVE ALL then also removes pixels.
+    """
+
+    remove_private: bool = True
+    uid_key: bytes | None = field(default=None, repr=False)
+    skip: tuple[str, ...] = DEFAULT_SKIP
+    put_actions: tuple[RecipeAction, ...] = DEFAULT_PUT_ACTIONS
+    disable_skip: bool = False
+
+
+@dataclass
+class EngineResult:
+    """The de-identified dataset (the object passed in) and PHI-free warnings."""
+
+    dataset: pydicom.Dataset
+    warnings: list[str] = field(default_factory=list)
+
+
+def private_tags_warning() -> str:
+    """The once-per-run warning shown when private tags are kept."""
+    return ("private tags are kept (remove_private is off): vendors store names, IDs and dates "
+            "in them and the recipe only touches the ones it names; review them or turn "
+            "remove_private back on")
+
+
+class _Missing:
+    """A var:/func: named by the recipe that this item does not provide."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def convert_value(vr: str, value: str) -> Any:
+    """deid ``convert_value``: float for FL/FD, int for integer VRs, bytes for O*/UN.
+
+    None when the text cannot be converted (deid then leaves the element unchanged).
+    """
+    if vr in _FLOAT_VRS:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    if vr in _BYTES_VRS:
+        try:
+            return bytes(value, "utf-8")
+        except (TypeError, ValueError):
+            return None
+    if vr in _INT_VRS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return value
+
+
+class _Run:
+    """The state of one ``deidentify_dataset`` call (never shared between calls)."""
+
+    def __init__(self, ds: Dataset, recipe: Recipe, variables: Mapping[str, Any],
+                 functions: Mapping[str, Callable[..., Any]], options: EngineOptions,
+                 source: str) -> None:
+        self.ds = ds
+        self.recipe = recipe
+        self.options = options
+        self.source = source
+        self.functions = dict(functions)
+        self.lookup: dict[str, Any] = dict(variables)
+        self.lookup.update(self.functions)
+        self.warnings: list[str] = []
+        self.config_skip = frozenset(() if options.disable_skip else options.skip)
+        self.index = FieldIndex()
+        self.action: RecipeAction | None = None
+        self.shields: list[Selector] = [
+            s for s in (compile_selector(a.field) for a in recipe.header
+                        if a.action in ("REPLACE", "JITTER") and a.field)
+            if s.kind not in ("values", "fields")
+        ]
+
+    # ------------------------------------------------------------------------------ helpers
+    def warn(self, action: RecipeAction, message: str) -> None:
+        self.warnings.append(f"{self.source}: {action.where}: {action.action} {action.field}: "
+                             f"{message}")
+
+    def execute(self) -> None:
+        keeps = self._keep_uids()
+        self.index = build_index(self.ds, self.config_skip | keeps)
+        initial = self.index
+        lists: dict[str, Any] = {}
+        for name, entries in self.recipe.values:
+            lists[name] = self._values_list(entries, initial)
+        for name, entries in self.recipe.fields:
+            lists[name] = self._fields_list(entries, initial)
+        self.lookup.update(lists)
+        for action in self.recipe.header:
+            self.perform(action)
+        for action in self.options.put_actions:
+            self.perform(action)
+        self.action = None
+        if self.options.remove_private:
+            self.ds.remove_private_tags()
+
+    def _keep_uids(self) -> frozenset[str]:
+        keeps = [a for a in self.recipe.header if a.action == "KEEP" and a.field]
+        if not keeps:
+            return frozenset()
+        full = build_index(self.ds)
+        uids: set[str] = set()
+        for action in keeps:
+            self.action = action
+            selector = compile_selector(action.field)
+            if selector.kind in ("values", "fields"):
+                continue  # deid's KEEP does not understand lists
+            uids.update(e.uid for e in full.select(selector))
+        return frozenset(uids)
+
+    def _values_list(self, entries: tuple[RecipeAction, ...], index: FieldIndex) -> list[Any]:
+        found: dict[Any, None] = {}
+        for entry in entries:
+            self.action = entry
+            for fld in index.select(compile_selector(entry.field)):
+                value = fld.element.value
+                if entry.action == "FIELD":
+                    if value in ("", None):
+                        continue
+                    items = list(value) if isinstance(value, pydicom.multival.MultiValue) \
+                        else [value]
+                    for item in items:
+                        try:
+                            found.setdefault(item, None)
+                        except TypeError:
+                            self.warn(entry, "a sequence cannot be a %values entry; ignored")
+                else:
+                    by, minlength = " ", 1
+                    if entry.value is not None:
+                        for param in entry.value.split(";"):
+                            key, val = (p.strip() for p in param.split("="))
+                            if key == "minlength":
+                                minlength = int(val)
+                            elif key == "by":
+                                by = val.strip("'").strip('"')
+                    for piece in (str(value) or "").split(by):
+                        if len(piece) >= minlength:
+                            found.setdefault(piece, None)
+        return list(found)
+
+    def _fields_list(self, entries: tuple[RecipeAction, ...], index: FieldIndex
+                     ) -> dict[str, DicomField]:
+        subset: dict[str, DicomField] = {}
+        for entry in entries:
+            self.action = entry
+            for fld in index.select(compile_selector(entry.field)):
+                subset.setdefault(fld.uid, fld)
+        return subset
+
+    # ------------------------------------------------------------------------------ selection
+    def select(self, action: RecipeAction, selector: Selector) -> list[DicomField]:
+        if selector.kind == "values":
+            if selector.key not in self.lookup:
+                self.warn(action, f"no %values list or variable named '{selector.key}'; "
+                          "nothing selected")
+                return []
+            values = [str(x) for x in self.lookup.get(selector.key) or []]
+            if not values:
+                return []
+            rx = re.compile("(" + "|".join(values) + ")", re.IGNORECASE)
+            out = []
+            for fld in self.index.fields.values():
+                vals = fld.element.value
+                if not isinstance(vals, list):
+                    vals = [vals]
+                if any(rx.search(str(v)) for v in vals):
+                    out.append(fld)
+            return out
+        if selector.kind == "fields":
+            listing: dict[str, DicomField] = {}
+            for contender in (self.lookup.get(selector.key) or {}).values():
+                for fld in self.index.exact(contender.stripped_tag.lower()):
+                    listing.setdefault(fld.uid, fld)
+            return list(listing.values())
+        return self.index.select(selector)
+
+    def shielded(self, fld: DicomField) -> bool:
+        """REMOVE exclusion: a current entry matched by any REPLACE/JITTER selector."""
+        current = self.index.fields.get(fld.uid)
+        return current is not None and any(s.matches(current) for s in self.shields)
+
+    # ------------------------------------------------------------------------------ values
+    def resolve(self, raw: str, target: DicomField | str) -> Any:
+        """deid ``parse_value``: var:/func:/deid_func: or a VR-converted plain string.
+
+        Returns the value, None (deid: do nothing) or a :class:`_Missing`.
+        """
+        if _VALUE_RE.search(raw):
+            kind, option = raw.split(":", 1)
+            if kind == "var":
+                if self.lookup.get(option) is None:
+                    return _Missing(f"variable '{option}'")
+                return self.lookup[option]
+            if kind == "deid_func":
+                name, _, extras = option.partition(" ")
+                fn = BUILTINS[name]
+                fld = target.snapshot() if isinstance(target, DicomField) else target
+                if name == "jitter":
+                    return self._jitter_builtin(fld, extras)
+                return fn(dicom=self.ds, value=raw, field=fld, item=self.lookup, extras=extras,
+                          uid_key=self.options.uid_key)
+            func = self.functions.get(option, self.lookup.get(option))
+            if func is None:
+                return _Missing(f"function '{option}'")
+            if not callable(func):
+                raise DatasetError("deid-error", f"func:{option} is not callable")
+            fld = target.snapshot() if isinstance(target, DicomField) else target
+            return func(dicom=self.ds, value=raw, field=fld, item=self.lookup)
+        if isinstance(target, DicomField):
+            return convert_value(target.element.VR, raw)
+        tag = _add_tag(target)[0]
+        if tag in self.ds:
+            return convert_value(self.ds[tag].VR, raw)
+        return raw
+
+    def _jitter_builtin(self, fld: Any, extras: str) -> Any:
+        new, reasons = jitter_element(fld.element, jitter_days(extras))
+        if reasons and self.action is not None:
+            self.warn(self.action, f"left unchanged: {reasons[0]}")
+        return new
+
+    # ------------------------------------------------------------------------------ actions
+    def perform(self, action: RecipeAction) -> None:
+        self.action = action
+        name = action.action
+        if name not in HEADER_ACTIONS:
+            self.warn(action, "not a valid action; blanking as deid does")
+            name = "BLANK"
+        selector = compile_selector(action.field)
+        if name == "ADD":
+            self.add(action)
+            return
+        matches = self.select(action, selector)
+        if name == "BLANK":
+            for fld in matches:
+                self.blank(fld)
+        elif name == "REPLACE":
+            self.replace_all(action, matches)
+        elif name == "JITTER":
+            self.jitter_all(action, matches)
+        elif name == "REMOVE":
+            self.remove_all(action, matches)
+        # KEEP: nothing at run time (it acted through the skip list)
+
+    def delete(self, fld: DicomField) -> None:
+        parent = locate_parent(self.ds, fld)
+        if parent is not None and fld.element.tag in parent:
+            del parent[fld.element.tag]
+            self.index.remove(fld.uid)
+            self.index.remove_children(fld.uid)
+
+    def blank(self, fld: DicomField) -> None:
+        parent = locate_parent(self.ds, fld)
+        if parent is not None and fld.element.tag in parent:
+            parent[fld.element.tag].value = None
+            self.index.remove_children(fld.uid)
+
+    def set_value(self, fld: DicomField, value: Any) -> None:
+        current = self.index.fields.get(fld.uid)
+        if current is not None:
+            current.element.value = value
+
+    def replace_all(self, action: RecipeAction, matches: list[DicomField]) -> None:
+        missing = None
+        for fld in matches:
+            value = self.resolve(action.value or "", fld)
+            if isinstance(value, _Missing):
+                missing = value
+                self.delete(fld)
+            elif value is None:
+                if action.value and not _VALUE_RE.search(action.value):
+                    self.warn(action, f"the value is not valid for VR {fld.element.VR}; "
+                              "element left unchanged (as deid does)")
+            else:
+                self.set_value(fld, value)
+        if missing is not None:
+            self.warn(action, f"{missing.what} not provided; matched element(s) removed as a "
+                      "precaution")
+
+    def jitter_all(self, action: RecipeAction, matches: list[DicomField]) -> None:
+        missing = None
+        for fld in matches:
+            if not fld.element.value:
+                continue
+            value = self.resolve(action.value or "", fld)
+            if isinstance(value, _Missing):
+                missing = value
+                self.delete(fld)
+                continue
+            if value is None:
+                self.warn(action, "the value source gave no number of days; unchanged")
+                continue
+            new, reasons = jitter_element(fld.element, int(value))
+            for reason in dict.fromkeys(reasons):
+                self.warn(action, f"element {fld.uid} left unchanged: {reason}")
+            if new not in (None, ""):
+                converted = self.resolve(str(new), fld) if isinstance(new, str) else new
+                if converted is not None:
+                    self.set_value(fld, converted)
+        if missing is not None:
+            self.warn(action, f"{missing.what} not provided; matched element(s) removed as a "
+                      "precaution")
+
+    def remove_all(self, action: RecipeAction, matches: list[DicomField]) -> None:
+        missing = None
+        for fld in matches:
+            do_removal: Any = True
+            if action.value is not None:
+                do_removal = self.resolve(action.value, fld)
+                if isinstance(do_removal, _Missing):
+                    missing = do_removal
+                    do_removal = True
+            if do_removal and not self.shielded(fld):
+                self.delete(fld)
+        if missing is not None:
+            self.warn(action, f"{missing.what} not provided; matched element(s) removed as a "
+                      "precaution")
+
+    def add(self, action: RecipeAction) -> None:
+        tag, vr = _add_tag(action.field)
+        value = self.resolve(action.value or "", action.field)
+        uid = str(tag)
+        is_filemeta = uid.startswith("(0002")
+        if isinstance(value, _Missing):
+            self.warn(action, f"{value.what} not provided; the element is removed as a "
+                      "precaution")
+            self._drop_top_level(tag, is_filemeta)
+            return
+        if value is None:
+            return
+        current = self.index.fields.get(uid)
+        if current is not None:
+            current.element.value = value
+            return
+        if isinstance(value, str) and not _VALUE_RE.search(action.value or ""):
+            if vr in (*_FLOAT_VRS, *_INT_VRS, *_BYTES_VRS):
+                converted = convert_value(vr, value)
+                if converted is None:
+                    raise DatasetError("deid-error", f"{self.source}: {action.where}: ADD "
+                                       f"{action.field}: the value is not valid for VR {vr}")
+                value = converted
+        element = DataElement(tag, vr, value)
+        if is_filemeta:
+            if getattr(self.ds, "file_meta", None) is None:
+                self.ds.file_meta = FileMetaDataset()
+            self.ds.file_meta.add(element)
+        else:
+            self.ds.add(element)
+        self.index.add(DicomField(element, action.field, uid, is_filemeta))
+
+    def _drop_top_level(self, tag: Tag, is_filemeta: bool) -> None:
+        container = self.ds.get("file_meta") if is_filemeta else self.ds
+        if container is None or tag not in container:
+            return
+        keyword = container[tag].keyword
+        if keyword in self.config_skip or str(tag) in self.config_skip:
+            return
+        del container[tag]
+        self.index.remove(str(tag))
+        self.index.remove_children(str(tag))
+
+
+def _add_tag(name: str) -> tuple[Tag, str]:
+    """ADD's target: a dictionary keyword (its tag and VR) or a bare 8-hex tag (VR ST)."""
+    if name in keyword_dict:
+        tag = keyword_dict[name]
+        return Tag(tag), DicomDictionary[tag][0]
+    if _HEX8_RE.match(name):
+        return Tag(int(name, 16)), "ST"
+    raise RecipeError(f"ADD needs a keyword or an 8-hex-digit tag, not '{name}'")
+
+
+def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
+                       variables: Mapping[str, Any] | None = None, *,
+                       functions: Mapping[str, Callable[..., Any]] | None = None,
+                       options: EngineOptions | None = None,
+                       source: str | None = None) -> EngineResult:
+    """Apply the header recipe to ``ds`` in place, as deid 0.4.13 does (with our deviations).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Modified in place and returned in the result.
+    recipe : Recipe, str or None
+        A loaded recipe (load it once per run), or anything :func:`load_recipe` accepts.
+    variables : mapping, optional
+        This item's variables for ``var:NAME`` (callables there also serve ``func:NAME``).
+    functions : mapping, optional
+        Callables for ``func:NAME``, called with ``dicom=, value=, field=, item=``.
+    options : EngineOptions, optional
+    source : str, optional
+        The file name used in warnings and errors.
+
+    Returns
+    -------
+    EngineResult
+
+    Raises
+    ------
+    RecipeError
+        If ``recipe`` is not a :class:`Recipe` and cannot be loaded.
+    DatasetError
+        ``reason="deid-error"`` when this dataset cannot be de-identified; the message names the
+        source, the recipe line and the action, never a header value.
+    """
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
+               source or "<dataset>")
+    try:
+        run.execute()
+    except DatasetError as exc:
+        act = run.action
+        where = f"{act.where}: {act.action} {act.field}: " if act else ""
+        msg = str(exc)
+        if not msg.startswith(run.source):
+            msg = f"{run.source}: {where}{msg}"
+        raise DatasetError(exc.reason, msg) from None
+    except Exception as exc:  # noqa: BLE001 - any failure is this dataset's failure
+        action = run.action
+        where = (f"recipe {action.where}: {action.action} {action.field}" if action
+                 else "removing private tags")
+        raise DatasetError("deid-error", f"{run.source}: {where}: failed with "
+                           f"{type(exc).__name__} (the value is not shown)") from None
+    logger.debug("%s: %d warnings", run.source, len(run.warnings))
+    return EngineResult(ds, run.warnings)

@@ -1,0 +1,348 @@
+"""The flattened field index of one dataset and the recipe field selectors.
+
+:func:`build_index` flattens a dataset exactly as deid 0.4.13's ``get_fields_with_lookup`` does:
+breadth-first (top-level elements in tag order, then file meta, then sequence items level by
+level), uids such as ``(0040,0275)__0__(0008,0050)``, nested names such as
+``RequestAttributesSequence__AccessionNumber``, and a skip list of keywords / tag strings applied
+at every depth. :func:`compile_selector` turns a recipe selector into a small frozen
+:class:`Selector`; :meth:`FieldIndex.select` applies it to the current index.
+
+Nothing here keeps a reference to a dataset beyond the index object the caller owns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+
+__all__ = [
+    "DicomField",
+    "FieldIndex",
+    "Selector",
+    "build_index",
+    "compile_selector",
+    "selector_problem",
+]
+
+_EXPANDER_SPLIT_RE = re.compile(r'^([^:"]*(?:"[^"]*"[^:"]*)*):(.*)$')
+_EXPANDERS = ("contains", "startswith", "endswith", "except", "select")
+_IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+_TAG = r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)"
+_UID_RE = re.compile(rf"^{_TAG}(__\d+__{_TAG})*$")
+_CREATOR = r'[0-9A-Fa-f]{4},"[^"]*",[0-9A-Fa-f]{2}'
+_PRIVATE_RE = re.compile(rf"^(\({_CREATOR}\)|{_CREATOR})$")
+_TABLES = ("name", "tag", "stripped_tag", "element_name", "element_keyword", "uid")
+
+
+class DicomField:
+    """One index entry, shaped like deid's ``DicomField`` (``element``, ``name``, ``uid``).
+
+    ``parents`` locates the element: ``((sequence tag, item index), ...)`` from the top-level
+    dataset (or file meta when ``is_filemeta``).
+    """
+
+    __slots__ = ("element", "is_filemeta", "keys", "name", "parents", "search", "uid")
+
+    def __init__(self, element: DataElement, name: str, uid: str, is_filemeta: bool = False,
+                 parents: tuple[tuple[int, int], ...] = ()) -> None:
+        self.element = element
+        self.name = name
+        self.uid = uid
+        self.is_filemeta = is_filemeta
+        self.parents = parents
+        self.keys = _lookup_keys(element, name, uid)
+        self.search = _search_strings(element, name)
+
+    @property
+    def tag(self) -> str:
+        return str(self.element.tag)
+
+    @property
+    def stripped_tag(self) -> str:
+        return re.sub("([(]|[)]|,| )", "", str(self.element.tag))
+
+    def snapshot(self) -> DicomField:
+        """A deep copy handed to user functions (deid passes deep copies too)."""
+        from copy import deepcopy
+
+        return DicomField(deepcopy(self.element), self.name, self.uid, self.is_filemeta,
+                          self.parents)
+
+    def __repr__(self) -> str:  # no values: repr may end up in logs
+        return f"DicomField(uid={self.uid!r}, name={self.name!r})"
+
+
+def _private_forms(element: DataElement) -> tuple[str, str]:
+    stripped = (f'{element.tag.group:04X},"{element.private_creator}",'
+                f"{(element.tag.element & 0xFF):02X}")
+    return stripped, f"({stripped})"
+
+
+def _lookup_keys(element: DataElement, name: str, uid: str) -> dict[str, tuple[str, ...]]:
+    """Exact-match keys per lookup table (deid ``FieldsWithLookups._get_field_lookup_keys``)."""
+    keys: dict[str, tuple[str, ...]] = {}
+    names = [name.lower()] if name else []
+    if element.tag.is_private:
+        names.extend(form.lower() for form in _private_forms(element))
+    if names:
+        keys["name"] = tuple(names)
+    tag = str(element.tag)
+    keys["tag"] = (tag.lower(),)
+    keys["stripped_tag"] = (re.sub("([(]|[)]|,| )", "", tag).lower(),)
+    if element.name:
+        keys["element_name"] = (element.name.lower(),)
+    if element.keyword:
+        keys["element_keyword"] = (element.keyword.lower(),)
+    if uid:
+        keys["uid"] = (uid.lower(),)
+    return keys
+
+
+def _search_strings(element: DataElement, name: str) -> tuple[str, ...]:
+    """Strings a contains:/startswith:/endswith:/except: regex is searched in (deid
+    ``DicomField.name_contains``)."""
+    tag = element.tag
+    strings = [name.lower(), f"({tag.group:04X},{tag.element:04X})".lower(),
+               re.sub("([(]|[)]|,| )", "", str(tag)), element.name, element.keyword]
+    if tag.is_private and element.private_creator is not None:
+        strings.extend(_private_forms(element))
+    return tuple(strings)
+
+
+# ----------------------------------------------------------------------------------- selectors
+@dataclass(frozen=True)
+class Selector:
+    """A compiled recipe selector.
+
+    ``kind`` is one of ``all``, ``exact``, ``regex``, ``except``, ``vr``, ``group``, ``values``,
+    ``fields`` or ``none`` (an unknown expander: matches nothing, as in deid).
+    """
+
+    kind: str
+    text: str
+    key: str = ""
+    group: int = -1
+
+    def matches(self, entry: DicomField) -> bool:
+        """Does one index entry match? (``values``/``fields`` never match here.)"""
+        if self.kind == "all":
+            return True
+        if self.kind == "exact":
+            return any(self.key in keys for keys in entry.keys.values())
+        if self.kind in ("regex", "except"):
+            rx = re.compile(self.key, re.IGNORECASE)
+            hit = any(rx.search(s) for s in entry.search)
+            return hit if self.kind == "regex" else not hit
+        if self.kind == "vr":
+            return bool(entry.element.VR == self.key)
+        if self.kind == "group":
+            return bool(entry.element.tag.group == self.group)
+        return False
+
+
+def compile_selector(text: str) -> Selector:
+    """Compile a selector as deid's ``perform_action``/``expand_field_expression`` read it."""
+    if re.search("^values", text):
+        return Selector("values", text, re.sub("^values:", "", text))
+    if re.search("^fields", text):
+        return Selector("fields", text, re.sub("^fields:", "", text))
+    if text.lower() == "all":
+        return Selector("all", text)
+    m = _EXPANDER_SPLIT_RE.match(text)
+    if not m:
+        return Selector("exact", text, text.lower())
+    expander, expression = m.group(1).lower(), m.group(2).lower()
+    if expander == "endswith":
+        return Selector("regex", text, f"({expression})$")
+    if expander == "startswith":
+        return Selector("regex", text, f"^({expression})")
+    if expander == "contains":
+        return Selector("regex", text, expression)
+    if expander == "except":
+        return Selector("except", text, expression)
+    if expander == "select":
+        attribute, _, value = expression.partition(":")
+        if attribute.upper() == "VR":
+            return Selector("vr", text, value[0:2].upper())
+        if attribute.upper() == "GROUP":
+            try:
+                return Selector("group", text, value, int(value, 16))
+            except ValueError:
+                return Selector("none", text)
+    return Selector("none", text)
+
+
+def selector_problem(text: str, values_names: frozenset[str], fields_names: frozenset[str],
+                     *, lists: bool = True) -> str | None:
+    """Why a selector would crash or silently select nothing in deid (None when it is fine)."""
+    if text.startswith(("values", "fields")):
+        return _list_problem(text, fields_names, lists)
+    if text.lower() == "all":
+        return None
+    m = _EXPANDER_SPLIT_RE.match(text)
+    if not m:
+        if any(rx.match(text) for rx in (_IDENT_RE, _HEX8_RE, _UID_RE, _PRIVATE_RE)):
+            return None
+        return (f"cannot read the field selector '{text}': use a keyword, (gggg,eeee), ggggeeee, "
+                'a nested uid, (gggg,"creator",ee) or an expander such as contains:X')
+    expander, expression = m.group(1), m.group(2)
+    if expander.lower() not in _EXPANDERS:
+        return (f"unknown expander '{expander}:' (deid selects nothing); use contains:, "
+                "startswith:, endswith:, except:, select:, values: or fields:")
+    if expander.lower() == "select":
+        return _select_problem(expression)
+    if expander.lower() == "except" and not expression:
+        return "except: with an empty expression selects nothing"
+    try:
+        re.compile(compile_selector(text).key, re.IGNORECASE)
+    except re.error as exc:
+        return f"the expression of '{expander}:' is not a valid regular expression ({exc.msg})"
+    return None
+
+
+def _list_problem(text: str, fields_names: frozenset[str], lists: bool) -> str | None:
+    kind = text[:6]
+    if not lists:
+        return f"'{kind}:' lists cannot be used here"
+    if not text.startswith(kind + ":") or not text[7:]:
+        return f"write '{kind}:NAME' (got '{text}')"
+    if kind == "fields" and text[7:] not in fields_names:
+        return f"'{text}' names no %fields section of the (first) recipe"
+    return None
+
+
+def _select_problem(expression: str) -> str | None:
+    attribute, sep, value = expression.partition(":")
+    if not sep:
+        return "select: needs 'select:VR:XX' or 'select:group:GGGG'"
+    if attribute.upper() == "VR":
+        from pydicom.valuerep import VR
+
+        if len(value) != 2 or value.upper() not in {v.value for v in VR}:
+            return f"select:VR: needs a two-letter VR, not '{value}'"
+        return None
+    if attribute.upper() == "GROUP":
+        if not re.fullmatch(r"[0-9A-Fa-f]{1,4}", value):
+            return f"select:group: needs a hex group like 0010, not '{value}'"
+        return None
+    return f"select: supports VR and group, not '{attribute}'"
+
+
+# --------------------------------------------------------------------------------------- index
+class FieldIndex:
+    """uid -> :class:`DicomField`, in deid's order, with deid's exact-match lookup tables."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, DicomField] = {}
+        self.tables: dict[str, dict[str, dict[str, DicomField]]] = {t: {} for t in _TABLES}
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self.fields
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, uid: str) -> DicomField:
+        return self.fields[uid]
+
+    def add(self, entry: DicomField) -> None:
+        if entry.uid in self.fields:
+            self.remove(entry.uid)
+        self.fields[entry.uid] = entry
+        for table, keys in entry.keys.items():
+            for key in keys:
+                self.tables[table].setdefault(key, {})[entry.uid] = entry
+
+    def remove(self, uid: str) -> None:
+        entry = self.fields.pop(uid, None)
+        if entry is None:
+            return
+        for table, keys in entry.keys.items():
+            for key in keys:
+                bucket = self.tables[table].get(key)
+                if bucket is not None:
+                    bucket.pop(uid, None)
+                    if not bucket:
+                        del self.tables[table][key]
+
+    def remove_children(self, uid: str) -> None:
+        prefix = uid + "__"
+        for child in [u for u in self.fields if u.startswith(prefix)]:
+            self.remove(child)
+
+    def exact(self, key: str) -> list[DicomField]:
+        """deid ``get_exact_matches``: the tables concatenated, de-duplicated by uid."""
+        found: dict[str, DicomField] = {}
+        for table in _TABLES:
+            for uid, entry in self.tables[table].get(key, {}).items():
+                found.setdefault(uid, entry)
+        return list(found.values())
+
+    def select(self, selector: Selector) -> list[DicomField]:
+        """Current entries matched by an ``all``/exact/expander selector, in deid's order."""
+        if selector.kind == "exact":
+            return self.exact(selector.key)
+        if selector.kind == "none":
+            return []
+        if selector.kind in ("regex", "except"):
+            rx = re.compile(selector.key, re.IGNORECASE)
+            want = selector.kind == "regex"
+            return [e for e in self.fields.values()
+                    if any(rx.search(s) for s in e.search) is want]
+        return [e for e in self.fields.values() if selector.matches(e)]
+
+
+def build_index(ds: Dataset, skip: Iterable[str] = ()) -> FieldIndex:
+    """Flatten ``ds`` (and its file meta) breadth-first into a :class:`FieldIndex`.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+    skip : iterable of str
+        Keywords and ``(gggg,eeee)`` strings left out (a skipped sequence is not descended).
+    """
+    skipped = frozenset(skip)
+    index = FieldIndex()
+    queue: list[tuple[Dataset, str | None, str | None, tuple[tuple[int, int], ...]]] = []
+    if ds:
+        queue.append((ds, None, None, ()))
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta:
+        queue.append((file_meta, None, None, ()))
+    while queue:
+        dataset, prefix, uprefix, parents = queue.pop(0)
+        is_filemeta = isinstance(dataset, FileMetaDataset)
+        for element in dataset:
+            if element.keyword in skipped or str(element.tag) in skipped:
+                continue
+            name = element.keyword if prefix is None else f"{prefix}__{element.keyword}"
+            uid = str(element.tag) if uprefix is None else f"{uprefix}__{element.tag}"
+            index.add(DicomField(element, name, uid, is_filemeta, parents))
+            if isinstance(element.value, Sequence):
+                for idx, item in enumerate(element.value):
+                    if isinstance(item, Dataset):
+                        queue.append((item, name, f"{uid}__{idx}",
+                                      (*parents, (int(element.tag), idx))))
+    return index
+
+
+def locate_parent(ds: Dataset, entry: DicomField) -> Dataset | None:
+    """The dataset (or sequence item) that holds ``entry`` now, or None if it is gone."""
+    container: Any = ds.get("file_meta") if entry.is_filemeta else ds
+    if container is None:
+        return None
+    for tag, idx in entry.parents:
+        if tag not in container:
+            return None
+        value = container[tag].value
+        if not isinstance(value, Sequence) or idx >= len(value):
+            return None
+        container = value[idx]
+    return container  # type: ignore[no-any-return]
