@@ -1,7 +1,26 @@
-"""deid_batch: parallel batch de-identification of DICOM archives with deid recipes, on dask."""
+"""deid_batch: parallel batch de-identification of DICOM archives with deid recipes, on dask.
+
+The workflow of deid's documentation, at archive scale::
+
+    ids = get_identifiers("/data/pacs")                       # Arrow table of identifiers
+    outputs = replace_identifiers("/data/pacs", recipe="my.recipe", variables="mapping.csv",
+                                  output_folder="/share/deid")
+
+One pydicom Dataset, without dask: ``deidentify_dataset(ds, recipe, variables)``.
+"""
 
 from __future__ import annotations
 
+from deid_batch.api import (
+    as_lookup,
+    get_identifiers,
+    get_private,
+    has_private,
+    read_manifest,
+    remove_private_identifiers,
+    replace_identifiers,
+)
+from deid_batch.engine import EngineOptions, deidentify_dataset
 from deid_batch.errors import (
     ConfigError,
     DatasetError,
@@ -10,6 +29,7 @@ from deid_batch.errors import (
     RecipeError,
     ResumeMismatchError,
 )
+from deid_batch.recipe import Recipe, load_deid, load_recipe
 
 __version__ = "0.1.0"
 
@@ -17,8 +37,20 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DeidBatchError",
+    "EngineOptions",
     "MappingError",
+    "Recipe",
     "RecipeError",
     "ResumeMismatchError",
     "__version__",
+    "as_lookup",
+    "deidentify_dataset",
+    "get_identifiers",
+    "get_private",
+    "has_private",
+    "load_deid",
+    "load_recipe",
+    "read_manifest",
+    "remove_private_identifiers",
+    "replace_identifiers",
 ]

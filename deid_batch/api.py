@@ -29,7 +29,13 @@ from deid_batch.discover import check_output_location, discover
 from deid_batch.engine import EngineOptions, private_tags_warning
 from deid_batch.errors import ConfigError
 from deid_batch.manifest import ManifestStore, Summary, default_manifest_dir, read_manifest
-from deid_batch.mapping import from_lookup, join_variables, load_mapping, mapping_digest
+from deid_batch.mapping import (
+    check_mapping,
+    from_lookup,
+    join_variables,
+    load_mapping,
+    mapping_digest,
+)
 from deid_batch.pipeline import Executor, open_executor, partition_size, run_partitions
 from deid_batch.recipe import Recipe, RecipeAction, load_recipe
 from deid_batch.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
@@ -222,6 +228,14 @@ def _clean_stale_tmp(folder: str) -> int:
     return n
 
 
+def _mapping_name(variables: Any) -> str:
+    if variables is None:
+        return "ids"
+    if isinstance(variables, (str, os.PathLike)):
+        return f"mapping {os.fspath(variables)}"
+    return "the mapping table"
+
+
 def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
                      ) -> tuple[pa.Table | None, pa.Table | None, dict[str, Callable[..., Any]]]:
     """Return (identifier keys table or None, mapping table or None, functions from ids)."""
@@ -239,7 +253,7 @@ def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
     if variables is not None:
         if mapping is not None:
             raise ConfigError("give variables either in ids (as_lookup dict) or in variables=, not both")
-        mapping = load_mapping(variables)
+        mapping = load_mapping(variables, name=_mapping_name(variables))
     return keys_table, mapping, functions
 
 
@@ -267,11 +281,13 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
         output_folder = tempfile.mkdtemp(prefix="deid-batch-")
     output_folder = os.path.abspath(output_folder)
     check_output_location(files, output_folder)
+    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item)
+    if mapping is not None:
+        check_mapping(mapping, entity, item, name=_mapping_name(variables))
     manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
     key = keys_mod.resolve_key(manifest_dir, key_file)
     options = EngineOptions(remove_private=options.remove_private, uid_key=key, skip=options.skip,
                             put_actions=options.put_actions)
-    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item)
     all_functions = {**id_functions, **dict(functions or {})}
     size = partition_size(len(paths), partition)
     fingerprint = {

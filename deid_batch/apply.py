@@ -22,6 +22,7 @@ import pyarrow as pa
 from deid_batch import reading
 from deid_batch.engine import EngineOptions, deidentify_dataset
 from deid_batch.errors import DatasetError
+from deid_batch.hygiene import no_value_logging
 from deid_batch.layout import output_path
 from deid_batch.recipe import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
@@ -96,5 +97,6 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
 
 def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) -> pa.RecordBatch:
     """De-identify a partition; one manifest row per input row, in input order."""
-    out = [process_file(source, variables, config, partition) for source, variables in rows]
+    with no_value_logging():
+        out = [process_file(source, variables, config, partition) for source, variables in rows]
     return pa.RecordBatch.from_pylist(out, schema=MANIFEST)

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="local worker processes (default: number of cores; 0 = run in this process)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    g.add_argument("--dask-config", metavar="FILE.yaml",
+                   help="dask settings (see configs/); a scheduler-address key there works like --scheduler")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
@@ -128,6 +131,28 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # pydicom quotes header values in its warnings; they never reach our output
+    logging.getLogger("pydicom").disabled = True
+    warnings.filterwarnings("ignore", module=r"pydicom\..*")
+
+
+def _load_dask_config(args: argparse.Namespace) -> None:
+    path = getattr(args, "dask_config", None)
+    if not path:
+        return
+    import dask.config
+    import yaml
+
+    from deid_batch.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__})") from None
+    dask.config.update(dask.config.config, data, priority="new")
+    if not args.scheduler and args.workers is None and data.get("scheduler-address"):
+        args.scheduler = data["scheduler-address"]
 
 
 def _workers(args: argparse.Namespace) -> int | None:
@@ -261,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args)
     try:
+        _load_dask_config(args)
         return COMMANDS[args.command](args)
     except DeidBatchError as exc:
         print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)

@@ -168,3 +168,10 @@ def mapping_digest(mapping: pa.Table | None) -> str:
     with pa.ipc.new_stream(sink, mapping.schema) as writer:
         writer.write_table(mapping)
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def check_mapping(mapping: pa.Table, entity_field: str, item_field: str, *, name: str = "mapping") -> None:
+    """Raise :class:`MappingError` for a missing key column or a duplicate key (before any work)."""
+    empty = pa.table({"source": pa.array([], pa.string()), "entity_id": pa.array([], pa.string()),
+                      "item_id": pa.array([], pa.string())})
+    join_variables(empty, mapping, entity_field, item_field, name=name)

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from deid_batch import reading
 from deid_batch.errors import DatasetError
+from deid_batch.hygiene import no_value_logging
 from deid_batch.schemas import IDENTIFIERS, SCAN_ERRORS, Status
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
@@ -108,10 +109,21 @@ def _id_value(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def scan_partition(paths: Sequence[str], config: ScanConfig) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
+                   ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Read the headers of ``paths``; return (identifiers batch, errors batch)."""
     rows: dict[str, list[object]] = {"source": [], "entity_id": [], "item_id": [], "fields": []}
     errors: dict[str, list[object]] = {"source": [], "status": [], "reason": []}
+    with no_value_logging():
+        _scan_into(paths, config, rows, errors)
+    return (
+        pa.RecordBatch.from_pydict(rows, schema=IDENTIFIERS),
+        pa.RecordBatch.from_pydict(errors, schema=SCAN_ERRORS),
+    )
+
+
+def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[object]],
+               errors: dict[str, list[object]]) -> None:
     for path in paths:
         problem = reading.classify_entry(path)
         if problem is not None:
@@ -132,7 +144,3 @@ def scan_partition(paths: Sequence[str], config: ScanConfig) -> tuple[pa.RecordB
         rows["entity_id"].append(_id_value(ds, config.entity_id))
         rows["item_id"].append(_id_value(ds, config.item_id))
         rows["fields"].append(list(flatten(ds, config.skip, config.expand_sequences)))
-    return (
-        pa.RecordBatch.from_pydict(rows, schema=IDENTIFIERS),
-        pa.RecordBatch.from_pydict(errors, schema=SCAN_ERRORS),
-    )

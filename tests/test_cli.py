@@ -1,0 +1,70 @@
+"""The deid-batch command line: exit codes, summary, help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyarrow.dataset as pads
+import pytest
+
+from deid_batch.cli import main
+
+
+def test_help_lists_the_commands_and_workflow(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("scan", "apply", "strip-private", "inspect", "verify", "--workers", "exit codes"):
+        assert word in text
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "deid_batch", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "deid-batch" in proc.stdout
+
+
+def test_apply_prints_a_summary_and_exits_0(small_archive, tmp_path, capsys, key_file):
+    out = tmp_path / "out"
+    code = main(["apply", str(small_archive), "--out", str(out), "--workers", "0", "--no-progress",
+                 "--key-file", key_file])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "written  24" in text
+    manifest = pads.dataset(str(out) + ".manifest", format="parquet").to_table()
+    assert manifest.num_rows == 24
+
+
+def test_bad_recipe_is_a_usage_error_with_exit_2(small_archive, tmp_path, capsys):
+    recipe = tmp_path / "bad.recipe"
+    recipe.write_text("FORMAT dicom\n%header\nreplace PatientName x\n")
+    code = main(["apply", str(small_archive), "--out", str(tmp_path / "o"), "--recipe", str(recipe),
+                 "--workers", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{recipe}:3" in err
+
+
+def test_output_inside_input_is_refused_with_exit_2(small_archive, capsys):
+    code = main(["apply", str(small_archive), "--out", str(small_archive / "deid"), "--workers", "0"])
+    assert code == 2
+    assert "inside" in capsys.readouterr().err
+
+
+def test_mapping_with_duplicate_keys_is_refused_before_writing(small_archive, tmp_path, capsys):
+    mapping = tmp_path / "m.csv"
+    mapping.write_text("PatientID,id\nA,1\nA,2\n")
+    out = tmp_path / "out"
+    code = main(["apply", str(small_archive), "--out", str(out), "--vars", str(mapping),
+                 "--workers", "0", "--no-progress"])
+    assert code == 2
+    assert "more than once" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*.dcm"))
+
+
+def test_unreachable_scheduler_is_a_usage_error(small_archive, tmp_path, capsys):
+    code = main(["scan", str(small_archive), "--ids", str(tmp_path / "ids.parquet"),
+                 "--scheduler", "tcp://127.0.0.1:1"])
+    assert code == 2
+    assert "cannot connect" in capsys.readouterr().err
