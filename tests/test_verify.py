@@ -1,0 +1,203 @@
+"""verify(): original identifiers the recipe removed or replaced are found in outputs, by file and
+tag path, and no value is ever reported."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from deid_batch.scan import ScanConfig, scan_partition
+from deid_batch.schemas import MANIFEST
+from deid_batch.verify import Hit, verify
+from tests.hostile import build_dataset, make_dicom
+
+KEEP = {
+    "SOPClassUID", "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData",
+}
+
+
+def new_uid(uid: str) -> str:
+    return "2.25." + str(int(hashlib.sha256(uid.encode()).hexdigest()[:30], 16))
+
+
+def deidentify(src: Path, dst: Path, keep: set[str] = KEEP) -> Path:
+    """A minimal 'remove everything' de-identifier (the default recipe's effect)."""
+    ds = pydicom.dcmread(src)
+    out = Dataset()
+    for elem in ds:
+        if elem.keyword in keep:
+            out.add(elem)
+    for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(out, kw, new_uid(getattr(ds, kw)))
+    out.file_meta = pydicom.dataset.FileMetaDataset()
+    out.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    out.file_meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(dst, out, enforce_file_format=True)
+    return dst
+
+
+@pytest.fixture()
+def run(tmp_path: Path):
+    """5 inputs, their identifiers table, their de-identified outputs and a manifest."""
+    sources = [make_dicom(tmp_path / "in" / f"p{i}" / "IM1.dcm", i) for i in range(5)]
+    ids, errors = scan_partition([str(s) for s in sources], ScanConfig())
+    assert errors.num_rows == 0
+    ids_path = tmp_path / "ids.parquet"
+    pq.write_table(pa.Table.from_batches([ids]), ids_path)
+    outs = [deidentify(s, tmp_path / "out" / f"{i:02x}" / f"{i:032x}.dcm")
+            for i, s in enumerate(sources)]
+    manifest = tmp_path / "out.manifest"
+    manifest.mkdir()
+    rows = {"source": [str(s) for s in sources], "output": [str(o) for o in outs],
+            "status": ["written"] * 5, "reason": [None] * 5, "warnings": [[]] * 5,
+            "partition": [0] * 5}
+    pq.write_table(pa.Table.from_pydict(rows, schema=MANIFEST), manifest / "part-000000.parquet")
+    return sources, outs, ids_path, tmp_path / "out", manifest
+
+
+def edit(path: Path, change) -> None:
+    ds = pydicom.dcmread(path)
+    change(ds)
+    ds.save_as(path)
+
+
+def test_clean_outputs_pass(run) -> None:
+    _, _, ids, out, manifest = run
+    assert verify(out, ids) == []
+    assert verify(out, str(ids), manifest=str(manifest)) == []
+    assert verify(out, pq.read_table(ids)) == []
+
+
+def test_a_name_injected_in_a_text_element_is_caught_by_file_and_tag(run) -> None:
+    sources, outs, ids, out, _ = run
+    edit(outs[2], lambda ds: setattr(ds, "ImageComments", f"seen by {build_dataset(2).PatientName}"))
+    assert verify(out, ids) == [Hit(str(outs[2]), "ImageComments", "PN")]
+
+
+def test_a_family_name_alone_is_caught(run) -> None:
+    _, outs, ids, out, _ = run
+    family = str(build_dataset(1).PatientName).split("^")[1]
+    edit(outs[1], lambda ds: setattr(ds, "StudyDescription", f"follow-up {family.upper()}"))
+    assert verify(out, ids) == [Hit(str(outs[1]), "StudyDescription", "PN")]
+
+
+def test_leaks_in_nested_sequences_and_private_bytes_are_caught(run) -> None:
+    _, outs, ids, out, _ = run
+    src = build_dataset(3)
+
+    def inject(ds: Dataset) -> None:
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        inner = Dataset()
+        inner.TextValue = f"acc {src.AccessionNumber} born {src.PatientBirthDate}"
+        item.ContentSequence = Sequence([inner])
+        ds.ReferencedImageSequence = Sequence([item])
+        ds.add_new(0x00110010, "LO", "SOME CREATOR")
+        ds.add_new(0x00111001, "OB", b"\x00\x01" + str(src.PatientID).encode() + b"\x00")
+        ds.add_new(0x00111002, "UN", str(src.StudyInstanceUID).encode() + b"\x00")
+
+    edit(outs[3], inject)
+    hits = verify(out, ids)
+    assert {(h.tag_path, h.kind) for h in hits} == {
+        ("ReferencedImageSequence[0].ReferencedSOPInstanceUID", "UI"),
+        ("ReferencedImageSequence[0].ContentSequence[0].TextValue", "SH"),
+        ("ReferencedImageSequence[0].ContentSequence[0].TextValue", "DA"),
+        ("(0011,1001)", "LO"),
+        ("(0011,1002)", "UI"),
+    }
+    assert {h.file for h in hits} == {str(outs[3])}
+
+
+def test_an_original_uid_in_the_file_meta_is_caught(run) -> None:
+    _, outs, ids, out, _ = run
+
+    def inject(ds: Dataset) -> None:
+        ds.file_meta.MediaStorageSOPInstanceUID = build_dataset(0).SOPInstanceUID
+
+    edit(outs[0], inject)
+    assert verify(out, ids) == [Hit(str(outs[0]), "MediaStorageSOPInstanceUID", "UI")]
+
+
+def test_values_kept_at_their_own_path_are_not_leaks(tmp_path: Path, run) -> None:
+    sources, outs, ids, out, manifest = run
+    for s, o in zip(sources, outs):
+        deidentify(s, o, KEEP | {"StudyDate", "Modality", "InstitutionName"})
+    assert verify(out, ids) == []
+    assert verify(out, ids, manifest=str(manifest)) == []
+
+
+def test_a_uid_that_only_starts_like_an_original_is_not_a_hit(run) -> None:
+    _, outs, ids, out, _ = run
+    edit(outs[0], lambda ds: setattr(ds, "FrameOfReferenceUID", build_dataset(0).StudyInstanceUID + "7"))
+    assert verify(out, ids) == []
+
+
+def test_short_values_and_digits_inside_longer_numbers_do_not_match(run) -> None:
+    _, outs, ids, out, _ = run
+    pid = str(build_dataset(4).PatientID)
+    edit(outs[4], lambda ds: setattr(ds, "ImageComments", "X" + pid + "9"))
+    assert verify(out, ids) == []
+    assert verify(out, ids, min_length=100) == []
+
+
+def test_a_mapping_mixup_is_caught_with_the_manifest(run) -> None:
+    sources, outs, ids, out, manifest = run
+    for s, o in zip(sources, outs):
+        deidentify(s, o, KEEP | {"PatientID"})  # the recipe keeps PatientID on purpose
+    assert verify(out, ids, manifest=str(manifest)) == []
+    edit(outs[1], lambda ds: setattr(ds, "PatientID", build_dataset(0).PatientID))
+    assert verify(out, ids, manifest=str(manifest)) == [Hit(str(outs[1]), "PatientID", "LO")]
+
+
+def test_an_unreadable_output_is_reported(run) -> None:
+    _, _, ids, out, _ = run
+    (out / "stray.tmp").write_bytes(b"half a file")
+    assert verify(out, ids) == [Hit(str(out / "stray.tmp"), "<file>", "unreadable")]
+
+
+def test_an_identifier_in_an_output_name_is_caught(run) -> None:
+    _, outs, ids, out, _ = run
+    named = out / f"{build_dataset(2).PatientID}.dcm"
+    outs[2].rename(named)
+    assert verify(out, ids) == [Hit(str(named), "<name>", "LO")]
+
+
+def test_no_value_appears_in_hits_messages_or_logs(run, caplog) -> None:
+    _, outs, ids, out, _ = run
+    src = build_dataset(2)
+    edit(outs[2], lambda ds: setattr(ds, "ImageComments", f"{src.PatientName} {src.PatientID}"))
+    with caplog.at_level(logging.DEBUG, logger="deid_batch"):
+        hits = verify(out, ids)
+    assert hits
+    text = caplog.text + "".join(f"{h} {h!r}" for h in hits)
+    for value in (str(src.PatientName), "Qwertyname00002", str(src.PatientID), src.SOPInstanceUID):
+        assert value.lower() not in text.lower()
+
+
+def test_with_keep_given_a_value_left_in_place_by_a_broken_recipe_is_caught(run) -> None:
+    sources, outs, ids, out, manifest = run
+    for s, o in zip(sources, outs):
+        deidentify(s, o, KEEP | {"StudyDate", "PatientName"})  # PatientName: the recipe's bug
+    assert verify(out, ids, keep=KEEP | {"StudyDate"}) == [
+        Hit(str(o), "PatientName", "PN") for o in outs
+    ]
+    assert verify(out, ids, manifest=str(manifest), keep=KEEP | {"StudyDate", "PatientName"}) == []
+
+
+def test_original_instance_uids_kept_in_place_are_hits_unless_declared(run) -> None:
+    sources, outs, ids, out, _ = run
+    for s, o in zip(sources, outs):
+        deidentify(s, o, KEEP | {"FrameOfReferenceUID"})
+    assert {(h.tag_path, h.kind) for h in verify(out, ids)} == {("FrameOfReferenceUID", "UI")}
+    assert verify(out, ids, keep=KEEP | {"FrameOfReferenceUID"}) == []
