@@ -324,7 +324,8 @@ def build_index(ds: Dataset, skip: Iterable[str] = ()) -> FieldIndex:
                 continue
             name = element.keyword if prefix is None else f"{prefix}__{element.keyword}"
             uid = str(element.tag) if uprefix is None else f"{uprefix}__{element.tag}"
-            index.add(DicomField(element, name, uid, is_filemeta, parents))
+            if uid not in index:  # deid keeps the first of two equal uids (file meta 2nd)
+                index.add(DicomField(element, name, uid, is_filemeta, parents))
             if isinstance(element.value, Sequence):
                 for idx, item in enumerate(element.value):
                     if isinstance(item, Dataset):
