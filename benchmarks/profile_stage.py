@@ -1,6 +1,6 @@
 """Where the time goes: cProfile of deid-batch ``apply`` / ``scan`` in one process.
 
-    python benchmarks/profile.py [--stage apply|scan] [--pixels small|ct] [--files 1000] [--top 25]
+    python benchmarks/profile_stage.py [--stage apply|scan] [--pixels small|ct] [--files 1000] [--top 25]
 
 Runs the stage on dask's synchronous scheduler (the worker function in this process, exactly the
 code a worker runs, plus the in-process scheduling) under cProfile, then prints the top functions
