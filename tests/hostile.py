@@ -379,3 +379,46 @@ def make_implicit(path: Path, i: int) -> Path:
     """A valid file with preamble and file meta, implicit VR little endian."""
     return make_dicom(path, i, transfer_syntax=ImplicitVRLittleEndian)
 
+
+
+# ------------------------------------------------------------------ helpers for the safety tests
+def tree_digest(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """{relative path: sha256 of content (or 'link -> target', 'fifo', ...)} of every entry."""
+    import hashlib
+
+    root = Path(folder)
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = f"link -> {os.readlink(p)}"
+            elif p.is_dir():
+                out[rel] = f"dir {st.st_mode:o}"
+            elif p.is_file():
+                try:
+                    out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() + f" {st.st_mode:o} {st.st_mtime_ns}"
+                except PermissionError:
+                    out[rel] = f"unreadable {st.st_mode:o} {st.st_mtime_ns}"
+            else:
+                out[rel] = f"special {st.st_mode:o}"
+    return out
+
+
+def manifest_rows(manifest_dir: str | os.PathLike[str], output_folder: str | None = None
+                  ) -> list[tuple[str, str | None, str, str | None, tuple[str, ...]]]:
+    """Sorted (source, output relative to output_folder, status, reason code, warnings) rows."""
+    from deid_batch import read_manifest
+
+    table = read_manifest(str(manifest_dir))
+    rows = []
+    for r in table.to_pylist():
+        out = r["output"]
+        if out is not None and output_folder is not None:
+            out = os.path.relpath(out, output_folder)
+        code = r["reason"].split(":", 1)[0] if r["reason"] else None
+        rows.append((r["source"], out, r["status"], code, tuple(r["warnings"] or ())))
+    return sorted(rows)

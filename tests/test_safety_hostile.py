@@ -1,0 +1,111 @@
+"""Bad inputs never stop a run and are never lost (issue 4, part 1).
+
+A hostile archive - every kind of bad entry mixed into good files - runs to the end with exit 1,
+the manifest has exactly one row per input with the expected status and reason code, the summary
+counts failures by reason, and the good files' outputs are byte-identical to a run without the
+bad ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from deid_batch.api import run_apply
+from deid_batch.discover import discover
+from deid_batch.schemas import Reason, Status
+from deid_batch.writing import TMP_MARKER
+from tests.hostile import UNWRITABLE_REASONS, make_dicom, make_hostile_archive, manifest_rows
+
+KEY = b"k" * 32
+
+
+@pytest.fixture()
+def key_file(tmp_path: Path) -> str:
+    p = tmp_path / "run.key"
+    p.write_bytes(KEY.hex().encode())
+    return str(p)
+
+
+def expected_matches(rows, expected) -> list[str]:
+    """Mismatches between manifest rows and the archive's expectations (empty when all match)."""
+    problems = []
+    for source, output, status, code, _ in rows:
+        want_status, want_reason = expected[source]
+        if want_reason is Reason.WRITE_ERROR:  # conversion or write failure, either code
+            ok = status == Status.FAILED.value and code in {r.value for r in UNWRITABLE_REASONS}
+        else:
+            ok = (status, code) == (want_status.value, want_reason.value if want_reason else None)
+        if not ok:
+            problems.append(f"{os.path.basename(source)}: got {status}/{code}, "
+                            f"want {want_status.value}/{want_reason.value if want_reason else None}")
+        if status == Status.WRITTEN.value and output is None:
+            problems.append(f"{source}: written without an output path")
+    return problems
+
+
+def test_hostile_archive_every_input_one_row_expected_reason(tmp_path: Path, key_file: str) -> None:
+    expected = make_hostile_archive(tmp_path / "in", good=6)
+    report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"), key_file=key_file)
+    rows = manifest_rows(report.manifest, str(tmp_path / "out"))
+    assert [r[0] for r in rows] == sorted(expected)  # exactly one row per input, no extra
+    assert expected_matches(rows, expected) == []
+    assert report.exit_code == 1
+    failed = Counter(code for _, _, status, code, _ in rows if status != Status.WRITTEN.value)
+    assert +report.summary.by_reason == +failed
+    written = [r for r in rows if r[2] == Status.WRITTEN.value]
+    assert len(report.outputs) == len(written)
+    assert not [p for p in Path(tmp_path / "out").rglob("*") if TMP_MARKER in p.name]
+
+
+def test_good_outputs_are_identical_with_or_without_the_bad_files(tmp_path: Path, key_file: str) -> None:
+    expected = make_hostile_archive(tmp_path / "in", good=6)
+    mixed = run_apply(tmp_path / "in", output_folder=str(tmp_path / "mixed"), key_file=key_file)
+    good = [p for p, (s, _) in expected.items() if s is Status.WRITTEN]
+    alone = run_apply(good, output_folder=str(tmp_path / "alone"), key_file=key_file)
+    assert alone.exit_code == 0
+    mixed_rows = {r[0]: r for r in manifest_rows(mixed.manifest, str(tmp_path / "mixed"))}
+    alone_rows = {r[0]: r for r in manifest_rows(alone.manifest, str(tmp_path / "alone"))}
+    assert set(alone_rows) == set(good)
+    for source in good:
+        assert mixed_rows[source][1:] == alone_rows[source][1:], os.path.basename(source)
+        rel = alone_rows[source][1]
+        assert (tmp_path / "mixed" / rel).read_bytes() == (tmp_path / "alone" / rel).read_bytes()
+
+
+def test_cli_hostile_archive_exits_1_and_summarises_failures_by_reason(tmp_path: Path, key_file: str) -> None:
+    make_hostile_archive(tmp_path / "in", good=3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deid_batch", "apply", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+         "--workers", "0", "--key-file", key_file, "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    for code in ("truncated", "not-dicom", "empty", "dicomdir", "not-regular"):
+        assert code in text, code
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_thousand_file_hostile_archive_on_a_cluster(tmp_path: Path, key_file: str) -> None:
+    """Done-when of issue 4: every kind mixed into 1,000 good files, on 2 worker processes."""
+    expected = make_hostile_archive(tmp_path / "in", good=0, copies=2)
+    first = make_dicom(tmp_path / "in" / "good" / "0" / "IM.dcm", 0)
+    data = first.read_bytes()
+    for i in range(1, 1000):  # cheap distinct copies: same bytes are fine for accounting
+        p = tmp_path / "in" / "good" / f"{i % 37}" / f"IM{i}.dcm"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    expected.update({p: (Status.WRITTEN, None) for p in discover(tmp_path / "in" / "good")})
+    report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"), key_file=key_file,
+                       workers=2)
+    rows = manifest_rows(report.manifest, str(tmp_path / "out"))
+    assert [r[0] for r in rows] == sorted(expected)
+    assert expected_matches(rows, expected) == []
+    assert report.exit_code == 1
