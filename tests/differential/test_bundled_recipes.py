@@ -46,7 +46,6 @@ def test_bundled_recipe_with_private_tags_removed_matches_deid_then_strip(
     assert result.diffs == []
 
 
-@pytest.mark.slow
 def test_default_recipe_on_the_43_mb_ultrasound_multiframe_matches_deid(
     run_both: Callable[..., Comparison],
 ) -> None:
