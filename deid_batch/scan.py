@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from deid_batch import reading
@@ -72,28 +74,69 @@ def _text(elem: DataElement) -> str | None:
     return str(value)
 
 
-def _name(elem: DataElement) -> str:
-    return elem.keyword or str(elem.tag)
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                       "UC", "UI", "UR", "UT"})
+
+
+def _raw_text(raw: RawDataElement, vr: str) -> str | None:
+    """Fast text of a raw (unconverted) text element; ``...`` sentinel when it needs pydicom."""
+    value = raw.value
+    if not value:
+        return ""
+    try:
+        text = value.decode("ascii")
+    except (UnicodeDecodeError, AttributeError):
+        return _NEEDS_PYDICOM  # type: ignore[return-value]
+    text = text.rstrip("\x00 ") if vr == "UI" else text.strip(" \x00")
+    return text
+
+
+_NEEDS_PYDICOM = object()
 
 
 def flatten(
     ds: Dataset, skip: Sequence[str] = DEFAULT_SCAN_SKIP, expand_sequences: bool = True
 ) -> Iterator[dict[str, str | None]]:
-    """Yield ``{path, tag, vr, value}`` for every element of ``ds`` and its file meta."""
+    """Yield ``{path, tag, vr, value}`` for every element of ``ds`` and its file meta.
+
+    Plain ASCII text elements are decoded straight from their raw bytes (no pydicom conversion,
+    which costs more than reading the file); everything else goes through pydicom.
+    """
     skipset = frozenset(skip)
+    names: dict[int, tuple[str, str]] = {}
+
+    def info(tag: int) -> tuple[str, str]:
+        found = names.get(tag)
+        if found is None:
+            tagstr = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            keyword = "" if (tag >> 16) & 1 else (keyword_for_tag(tag) or "")
+            found = names[tag] = (keyword, tagstr)
+        return found
 
     def walk(dataset: Dataset, prefix: str) -> Iterator[dict[str, str | None]]:
-        for elem in dataset:
-            if elem.keyword in skipset or str(elem.tag) in skipset:
+        for elem in dataset.elements():
+            tag = int(elem.tag)
+            keyword, tagstr = info(tag)
+            if keyword in skipset or tagstr in skipset:
                 continue
-            path = prefix + _name(elem)
-            if elem.VR == "SQ":
-                yield {"path": path, "tag": str(elem.tag), "vr": "SQ", "value": None}
-                if expand_sequences:
-                    for i, item in enumerate(elem.value or ()):
-                        yield from walk(item, f"{path}[{i}].")
-                continue
-            yield {"path": path, "tag": str(elem.tag), "vr": str(elem.VR), "value": _text(elem)}
+            path = prefix + (keyword or tagstr)
+            vr = elem.VR
+            if vr is None and keyword:
+                vr = dictionary_VR(tag)
+            value: Any = _NEEDS_PYDICOM
+            if isinstance(elem, RawDataElement) and vr in _TEXT_VRS:
+                value = _raw_text(elem, vr)
+            if value is _NEEDS_PYDICOM:
+                converted = dataset[tag]
+                vr = str(converted.VR)
+                if vr == "SQ":
+                    yield {"path": path, "tag": tagstr, "vr": "SQ", "value": None}
+                    if expand_sequences:
+                        for i, item in enumerate(converted.value or ()):
+                            yield from walk(item, f"{path}[{i}].")
+                    continue
+                value = _text(converted)
+            yield {"path": path, "tag": tagstr, "vr": str(vr), "value": value}
 
     yield from walk(ds, "")
     meta = getattr(ds, "file_meta", None)
