@@ -178,10 +178,18 @@ def run_case(run_both: Callable[..., Comparison]) -> Callable[[Case], Comparison
     return run
 
 
+#: Identifying values of the generated file and the samples; no warning may contain them.
+PHI_VALUES = ("SIMPSON", "HIBBARD", "PID-12345", "ACC0001", "19700215", "MÜLLER", "OTHER-0",
+              "SMITH^ANNA", "HOSPITAL A", "General Hospital")
+
+
 def assert_same_output(result: Comparison, case: Case | None = None) -> None:
-    """deid_batch wrote the same header as deid (and the case did change something)."""
+    """deid_batch wrote the same header as deid (and the case did change something), and its
+    warnings show no header value."""
     if case is None or case.changes:
         assert result.deid_changes(), "deid changed nothing: the case selects nothing"
     else:
         assert result.deid_changes() == []
     assert result.diffs == []
+    leaks = [w for w in result.ours.warnings if any(v.lower() in w.lower() for v in PHI_VALUES)]
+    assert leaks == [], "a warning shows a header value"

@@ -10,6 +10,7 @@ expression, ``select:`` of another attribute, unknown expanders) are recipe erro
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,20 @@ def test_selector_matches_the_same_fields_as_deid(
     case: Case, run_case: Callable[[Case], Comparison]
 ) -> None:
     assert_same_output(run_case(case), case)
+
+
+@pytest.mark.parametrize("case", PRIVATE + EXPANDERS[:12], ids=str)
+def test_selectors_on_an_implicit_vr_file_match_deid(
+    case: Case, run_both: Callable[..., Comparison], generated_file: Callable[..., Path]
+) -> None:
+    """Implicit VR: unknown private elements re-read as UN (the private sequence too, so its
+    items are invisible), known ones get their dictionary VRs."""
+    result = run_both(case.recipe, generated_file(implicit=True), disable_skip=case.disable_skip)
+    assert result.diffs == []
+
+
+@pytest.mark.parametrize("case", PRIVATE + KEEP_SCOPE, ids=str)
+def test_selectors_with_private_tags_removed_afterwards_match_deid_then_strip(
+    case: Case, run_case: Callable[..., Comparison]
+) -> None:
+    assert run_case(case, remove_private=True).diffs == []
