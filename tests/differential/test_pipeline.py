@@ -1,0 +1,58 @@
+"""The whole product (``deid_batch.replace_identifiers``, synchronous scheduler) against deid on a
+folder of files: every output equals deid's, once deid's file is given the two changes our
+writer makes on purpose (zeroed preamble; file-meta MediaStorage UIDs rebuilt from the dataset's
+SOP UIDs, removed when the dataset has none)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from .harness import SAMPLES, diff_files, run_deid
+
+
+def as_our_writer_writes(deid_output: Path, target: Path) -> Path:
+    ds = pydicom.dcmread(deid_output, force=True)
+    ds.preamble = b"\x00" * 128
+    for src, dst in (("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+                     ("SOPClassUID", "MediaStorageSOPClassUID")):
+        value = ds.get(src)
+        if isinstance(value, str) and value:
+            setattr(ds.file_meta, dst, value)
+        elif dst == "MediaStorageSOPInstanceUID" and dst in ds.file_meta:
+            del ds.file_meta[dst]
+    ds.save_as(target, enforce_file_format=False)
+    return target
+
+
+@pytest.mark.parametrize("remove_private", [False, True])
+@pytest.mark.parametrize("recipe_body", [
+    "bundled:dicom",
+    "REPLACE PatientName ANON\nJITTER endswith:Date 3\nREMOVE contains:Physician",
+    "KEEP PatientSex\nREMOVE ALL",
+], ids=["default-recipe", "mixed", "remove-all"])
+def test_the_batch_api_writes_deids_output_up_to_the_writers_documented_changes(
+    recipe_body: str, remove_private: bool, tmp_path: Path,
+    generated_file: Callable[..., Path], write_recipe: Callable[..., Path],
+) -> None:
+    api = pytest.importorskip("deid_batch.api")
+    inputs = tmp_path / "archive"
+    inputs.mkdir()
+    sources = [generated_file()]
+    for name in ("ctbrain1", "ctbrain2", "cookie2"):
+        sources.append(Path(shutil.copy(SAMPLES[name], inputs / f"{name}.dcm")))
+    recipe: Path | str = (recipe_body.removeprefix("bundled:") if recipe_body.startswith("bundled:")
+                          else write_recipe(recipe_body))
+    outputs = api.replace_identifiers([str(s) for s in sources], recipe=str(recipe),
+                                      output_folder=str(tmp_path / "ours"),
+                                      remove_private=remove_private, client="sync")
+    assert len(outputs) == len(sources)
+    for i, (source, ours) in enumerate(zip(sources, outputs)):
+        deid_out = run_deid(source, recipe, tmp_path / "deid" / str(i),
+                            remove_private_after=remove_private)
+        expected = as_our_writer_writes(deid_out, tmp_path / f"expected-{i}.dcm")
+        assert diff_files(expected, Path(ours)) == [], source.name
