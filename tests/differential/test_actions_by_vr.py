@@ -15,7 +15,9 @@ from .conftest import Comparison, assert_same_output
 from .factories import TOP_LEVEL_BY_VR
 
 VRS = sorted(TOP_LEVEL_BY_VR)
-TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+#: New elements deid can write: text VRs, and AT (pydicom parses its hex text). For the other
+#: VRs deid stores the text unconverted and cannot save the file (see test_deviations.py).
+VRS_DEID_CAN_ADD_NEW = ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
             "UI", "UR", "UT")
 
 #: A plain recipe value per VR for REPLACE/ADD (deid converts it by the element's VR).
@@ -56,8 +58,8 @@ def test_add_over_an_existing_element_of_each_vr_matches_deid(
     assert_same_output(run_both(f"ADD {keyword(vr)} {NEW_VALUE[vr]}"))
 
 
-@pytest.mark.parametrize("vr", TEXT_VRS)
-def test_add_of_a_new_text_element_matches_deid(
+@pytest.mark.parametrize("vr", VRS_DEID_CAN_ADD_NEW)
+def test_add_of_a_new_element_matches_deid(
     vr: str, run_both: Callable[..., Comparison], generated_file: Callable[..., object]
 ) -> None:
     source = generated_file(lambda ds: delattr(ds, keyword(vr)))

@@ -23,7 +23,9 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.tag import Tag
 
 from .conftest import Comparison
-from .harness import Difference, diff_files, run_deid, run_ours
+from .factories import TOP_LEVEL_BY_VR
+from .harness import Difference, diff_files, flatten_file, run_deid, run_ours
+from .test_actions_by_vr import NEW_VALUE
 
 PHI = ("PID-12345", "ACC0001", "011635.943000", "SIMPSON")
 
@@ -425,19 +427,30 @@ def test_jitter_of_an_unusable_date_keeps_it_and_warns_where_deid_aborts(
 
 
 # --------------------------------------------------------------------------------------------
-# Not in the documented list (reported to the lead): ADD of a new numeric element
+# Not in the documented list (reported to the lead): ADD of a new numeric or binary element.
+# deid stores the recipe text in the new element and cannot write the file; ours converts the
+# text by VR, exactly as deid does when the element already exists - which is the oracle here.
+
+NUMERIC_AND_BINARY = {vr: NEW_VALUE[vr] for vr in
+                      ("FD", "FL", "SL", "SS", "SV", "UL", "US", "UV",
+                       "OB", "OD", "OF", "OL", "OV", "OW", "UN")}
 
 
-def test_add_of_a_new_numeric_element_is_written_where_deid_cannot_write_the_file(
-    tmp_path: Path, generated_file: Callable[..., Path], write_recipe: Callable[..., Path],
+@pytest.mark.parametrize("vr", sorted(NUMERIC_AND_BINARY))
+def test_add_of_a_new_numeric_or_binary_element_is_written_where_deid_cannot_write_the_file(
+    vr: str, tmp_path: Path, generated_file: Callable[..., Path],
+    write_recipe: Callable[..., Path],
 ) -> None:
-    """deid stores the text '3' in a new US element and ``save_as`` fails; ours converts it."""
-    source, recipe = generated_file(), write_recipe("ADD NumberOfWaveformChannels 3")
-    with pytest.raises(OSError, match="not an integer"):
-        run_deid(source, recipe, tmp_path / "deid")
+    keyword = TOP_LEVEL_BY_VR[vr][0]
+    recipe = write_recipe(f"ADD {keyword} {NUMERIC_AND_BINARY[vr]}")
+    absent = generated_file(lambda ds: delattr(ds, keyword))
+    with pytest.raises((OSError, TypeError)):
+        run_deid(absent, recipe, tmp_path / "deid-new")
+    over_existing = run_deid(generated_file(), recipe, tmp_path / "deid-existing")
     pytest.importorskip("deid_batch.engine")
-    ours = run_ours(source, recipe, tmp_path / "ours")
-    assert get(ours.path, "NumberOfWaveformChannels") == 3
+    ours = run_ours(absent, recipe, tmp_path / "ours")
+    tag_path = str(Tag(tag_for_keyword(keyword)))
+    assert flatten_file(ours.path)[tag_path] == flatten_file(over_existing)[tag_path]
 
 
 # --------------------------------------------------------------------------------------------
