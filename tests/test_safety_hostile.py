@@ -109,3 +109,45 @@ def test_thousand_file_hostile_archive_on_a_cluster(tmp_path: Path, key_file: st
     assert [r[0] for r in rows] == sorted(expected)
     assert expected_matches(rows, expected) == []
     assert report.exit_code == 1
+
+
+def test_scan_accounts_for_every_hostile_input_without_crashing(tmp_path: Path) -> None:
+    """`deid-batch scan`: one identifiers row per readable file, one error row per other entry."""
+    import pyarrow.parquet as pq
+
+    expected = make_hostile_archive(tmp_path / "in", good=3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deid_batch", "scan", str(tmp_path / "in"), "--ids",
+         str(tmp_path / "ids.parquet"), "--workers", "0", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert proc.returncode in (0, 1)
+    ids = pq.read_table(tmp_path / "ids.parquet").column("source").to_pylist()
+    errors = pq.read_table(tmp_path / "ids.errors.parquet").column("source").to_pylist()
+    assert sorted(ids + errors) == sorted(expected)
+    assert not set(ids) & set(errors)
+
+
+def test_get_identifiers_survives_unconvertible_and_too_deep_files(tmp_path: Path) -> None:
+    """Files that read but whose elements cannot be converted, or nest 1000 levels with defined
+    lengths (lazy until flattened), become error rows instead of stopping the scan."""
+    import struct
+
+    from deid_batch import get_identifiers
+    from tests.hostile import _unwritable, pixel_data_offset_bytes
+
+    (tmp_path / "in").mkdir()
+    _unwritable(tmp_path / "in" / "zz.dcm")
+    data = make_dicom(tmp_path / "in" / "deep.dcm", 1).read_bytes()
+    inner = struct.pack("<HH2sH", 0x0008, 0x0100, b"SH", 4) + b"LEAF"
+    for _ in range(1000):  # defined lengths: pydicom reads it lazily, flattening recurses
+        item = struct.pack("<HHL", 0xFFFE, 0xE000, len(inner)) + inner
+        inner = struct.pack("<HH2s2xL", 0x0040, 0xA730, b"SQ", len(item)) + item
+    at = pixel_data_offset_bytes(data)
+    (tmp_path / "in" / "deep.dcm").write_bytes(data[:at] + inner + data[at:])
+    make_dicom(tmp_path / "in" / "ok.dcm", 2)
+    table, errors = get_identifiers(tmp_path / "in", return_errors=True)
+    assert table.column("source").to_pylist() == [str(tmp_path / "in" / "ok.dcm")]
+    assert sorted(errors.column("source").to_pylist()) == [
+        str(tmp_path / "in" / "deep.dcm"), str(tmp_path / "in" / "zz.dcm")]
