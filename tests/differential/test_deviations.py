@@ -63,6 +63,8 @@ MISSING = [
      ["(0020,0010)"], "REPLACE", ("StudyID", "(0020,0010)")),
     ("add-over-existing", "ADD StudyID var:missing", {}, ["(0020,0010)"],
      "ADD", ("StudyID", "(0020,0010)")),
+    ("variable-given-as-none-counts-as-missing", "REPLACE StudyID var:nothing",
+     {"nothing": None}, ["(0020,0010)"], "REPLACE", ("StudyID", "(0020,0010)")),
 ]
 
 

@@ -122,3 +122,20 @@ def test_functions_passed_among_the_variables_work_as_in_deid(
     result = run_both(case.recipe, case.source, variables=case.variables,
                       functions=functions_of(case), functions_via="variables")
     assert_same_output(result, case)
+
+
+def test_functions_are_called_once_per_match_in_deids_order_with_the_same_fields(
+    run_both: Callable[..., Comparison],
+) -> None:
+    """deid calls a func: once per matched field, breadth-first (top level, file meta, then
+    sequence items level by level); the field carries uid, name and element."""
+    calls: list[tuple[Any, ...]] = []
+
+    def record(*, dicom: Any, value: Any, field: Any, item: Any) -> bool:
+        calls.append((field.uid, field.name, str(field.element.tag), str(field.element.value)))
+        return False
+
+    result = run_both("REMOVE ALL func:record", functions={"record": record})
+    half = len(calls) // 2
+    assert half > 100 and calls[:half] == calls[half:]  # deid's calls, then ours
+    assert result.diffs == []
