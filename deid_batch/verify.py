@@ -14,20 +14,22 @@ What is searched for
 
 Removed or replaced, versus kept on purpose
     A recipe may keep a value on purpose (``KEEP StudyDate``). Standard DICOM UIDs (root
-    ``1.2.840.10008.``: SOP classes, transfer syntaxes) are never searched for. When the caller
-    passes ``keep=`` (the fields the recipe keeps), only values at their own path in those fields
-    are exempt: strict, and the only mode that also catches a value a broken recipe left in place.
-    Without ``keep=``, keeping is inferred as follows (original instance UIDs are never exempt:
-    every recipe of this project replaces them).
-    A candidate value counts as **kept** in an output when the output holds it *at the same tag
-    path* where an input held it. With a manifest, an output is compared with its own input
-    (source -> output) and the value is exempt in that output only: one patient's id kept in
-    their own file but found in another patient's file (a mapping mix-up) is a hit. Without a
-    manifest (or for an output it does not list), any input counts and a kept value is exempt in
-    every output (a global rule: coarser, it may miss such cross-file mix-ups). Every other
-    candidate was removed or replaced by the recipe, and finding it anywhere is a hit. Comparing at the tag path, not only by value, is what makes
-    a deliberately kept date or UID harmless while the same value in a private tag of a file where
-    it was removed is reported.
+    ``1.2.840.10008.``: SOP classes, transfer syntaxes) are never searched for.
+
+    * ``keep=`` given (the fields the recipe keeps, e.g. the default recipe's KEEP list): a value
+      is exempt only where an output holds it at its own tag path inside one of those fields.
+      Strict: the only mode that also catches a value a broken recipe left in place.
+    * ``keep=`` not given: keeping is inferred. A value counts as kept when an output holds it at
+      the same tag path where an input held it, except original instance UIDs, which are never
+      exempt (every recipe of this project replaces them).
+
+    With a manifest, an output is compared with its own input (source -> output) and a kept value
+    is exempt in that output only: one patient's id kept in their own file but found in another
+    patient's file (a mapping mix-up) is a hit. Without a manifest (or for an output it does not
+    list), any input counts and a kept value is exempt in every output (coarser: it may miss such
+    cross-file mix-ups). Every other candidate was removed or replaced by the recipe, and finding
+    it anywhere is a hit. Comparing at the tag path, not only by value, is what makes a
+    deliberately kept date harmless while the same value in a private tag is reported.
 
 Where it is searched
     Every element of every output (file meta, nested sequence items at any depth, remaining private
@@ -300,8 +302,30 @@ def verify(
         One per (file, tag path, kind) found; empty when the outputs are clean.
     """
     root = os.path.abspath(os.fspath(output_folder))
-    table = _load_ids(ids)
     pairing = _load_pairing(manifest)
+    cands, per_source, global_pairs = _collect(_load_ids(ids), bool(pairing), min_length)
+    files = _output_files(root)
+    keep_names = None if keep is None else {k.lower() for k in keep}
+    kept_global: set[object] = set()  # kept in an output with no manifest row: exempt everywhere
+    kept_own: dict[str, set[object]] = {}  # kept in a paired output: exempt in that output only
+    for path in files:  # first pass: what did the recipe keep at its own path?
+        source = pairing.get(path)
+        if source in per_source:
+            _add_kept(path, per_source[source], keep_names, kept_own.setdefault(path, set()))
+        else:
+            _add_kept(path, global_pairs, keep_names, kept_global)
+    logger.debug("verify: %d candidate values, %d output files", len(cands.kinds), len(files))
+    hits: list[Hit] = []
+    for path in files:  # second pass: search (files are read again: memory stays flat)
+        hits.extend(_search(path, root, cands, kept_global, kept_own.pop(path, set())))
+    for hit in hits:
+        logger.info("%s", hit)
+    return hits
+
+
+def _collect(table: pa.Table, paired: bool, min_length: int
+             ) -> tuple[_Candidates, dict[str, set[tuple[str, object]]], set[tuple[str, object]]]:
+    """Candidates, (path, value) pairs per source (when paired) and over all sources."""
     cands = _Candidates()
     per_source: dict[str, set[tuple[str, object]]] = {}
     global_pairs: set[tuple[str, object]] = set()
@@ -316,42 +340,37 @@ def verify(
                 for key, origin in _field_keys("", str(row[column]), min_length):
                     cands.add(key, column, origin)
         pairs = _pairs_of_row(fields)
-        if pairing:
+        if paired:
             per_source[str(row["source"])] = pairs
         global_pairs |= pairs
-
     cands.finish()
-    files = _output_files(root)
-    kept_global: set[object] = set()  # kept in an output with no manifest row: exempt everywhere
-    kept_own: dict[str, set[object]] = {}  # kept in a paired output: exempt in that output only
-    keep_names = None if keep is None else {k.lower() for k in keep}
-    for path in files:  # first pass: what did the recipe keep at its own path?
-        source = pairing.get(path)
-        expected = per_source.get(source, global_pairs) if source else global_pairs
-        kept = kept_own.setdefault(path, set()) if source in per_source else kept_global
-        for tag_path, text in _read_output(path) or ():
-            if not _may_keep(tag_path, keep_names):
-                continue
-            for part in text.split("\\"):
-                key = _key(part)
-                if key is not None and (tag_path, key) in expected:
-                    if keep_names is not None or not isinstance(key, str):
-                        kept.add(key)
-    logger.debug("verify: %d candidate values, %d output files", len(cands.kinds), len(files))
+    return cands, per_source, global_pairs
 
-    hits: list[Hit] = []
-    for path in files:  # second pass: search (files are read again: memory stays flat)
-        exempt = kept_global | kept_own.pop(path, set())
-        elems = _read_output(path)
-        found: set[tuple[str, str]] = set()
-        if elems is None:
-            found.add(("<file>", "unreadable"))
-        texts = [("<name>", os.path.relpath(path, root))] + (elems or [])
-        for tag_path, text in texts:
-            for key in _found(text, cands):
-                if not cands.exempt(key, exempt):
-                    found.add((tag_path, cands.kinds[key]))
-        hits.extend(Hit(path, tag_path, kind) for tag_path, kind in sorted(found))
-    for hit in hits:
-        logger.warning("%s", hit)
-    return hits
+
+def _add_kept(path: str, expected: set[tuple[str, object]], keep_names: set[str] | None,
+              kept: set[object]) -> None:
+    """Add to ``kept`` the values this output holds at the path where an input held them."""
+    for tag_path, text in _read_output(path) or ():
+        if not _may_keep(tag_path, keep_names):
+            continue
+        for part in text.split("\\"):
+            key = _key(part)
+            if key is None or (tag_path, key) not in expected:
+                continue
+            if keep_names is not None or not isinstance(key, str):  # UIDs: only if declared
+                kept.add(key)
+
+
+def _search(path: str, root: str, cands: _Candidates, kept_global: set[object],
+            kept_own: set[object]) -> list[Hit]:
+    """The hits of one output file (its name included)."""
+    elems = _read_output(path)
+    found: set[tuple[str, str]] = set()
+    if elems is None:
+        found.add(("<file>", "unreadable"))
+    texts = [("<name>", os.path.relpath(path, root))] + (elems or [])
+    for tag_path, text in texts:
+        for key in _found(text, cands):
+            if not (cands.exempt(key, kept_global) or cands.exempt(key, kept_own)):
+                found.add((tag_path, cands.kinds[key]))
+    return [Hit(path, tag_path, kind) for tag_path, kind in sorted(found)]

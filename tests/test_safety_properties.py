@@ -102,7 +102,7 @@ def test_random_recipes_either_refused_at_load_or_every_file_accounted(recipe, i
         rows = manifest_rows(report.manifest)
         assert [r[0] for r in rows] == sources  # exactly one row per input
         codes = {r.value for r in Reason}
-        for source, output, status, code, _ in rows:
+        for _source, output, status, code, _ in rows:
             assert status in ("written", "failed"), (status, code)
             if status == "failed":
                 assert code in codes
