@@ -76,6 +76,8 @@ class RssPeaks:
     samples: int = 0
     cpu_seconds: float = 0.0  # user + system CPU of the process and its waited-for descendants
     load_before: float = 0.0  # 1-minute load average when the command started
+    root_cpu: float = 0.0  # CPU seconds of the started process (last sample before it exited)
+    child_cpu: dict[int, float] = field(default_factory=dict)  # same, per descendant
     child_pids: set[int] = field(default_factory=set)
 
 
@@ -101,6 +103,8 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 root = self.proc.memory_info().rss
+                times = self.proc.cpu_times()
+                self.peaks.root_cpu = times.user + times.system
                 children = self.proc.children(recursive=True)
             except psutil.Error:
                 return
@@ -108,6 +112,8 @@ class RssSampler:
             for child in children:
                 try:
                     rss = child.memory_info().rss
+                    times = child.cpu_times()
+                    self.peaks.child_cpu[child.pid] = times.user + times.system
                 except psutil.Error:
                     continue
                 total += rss

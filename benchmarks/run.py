@@ -77,6 +77,8 @@ def _row(
         row["rss_total"] = peaks.total
         row["cpu_seconds_process"] = peaks.cpu_seconds  # whole process lifetime, start-up included
         row["load_before"] = peaks.load_before
+        row["cpu_seconds_client"] = peaks.root_cpu  # sampled: client + scheduler (+ start-up)
+        row["cpu_seconds_workers"] = sum(peaks.child_cpu.values())
     row.update(extra)
     return row
 
