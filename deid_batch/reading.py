@@ -25,7 +25,9 @@ values for truncated files; the checks here catch both:
   headers (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without
   reading it.
 
-Messages name the file and what is wrong; they never contain a header value.
+Messages say what is wrong with the file; they contain no header value and no path (PACS exports
+are often foldered by patient name: the path is the caller's to show, e.g. in the manifest's
+``source`` column, never repeated in a reason). Paths stay out of messages for the same reason.
 """
 
 from __future__ import annotations
@@ -80,13 +82,13 @@ def _kind(mode: int) -> str:
 def _os_problem(path: str, exc: OSError) -> tuple[Status, Reason, str]:
     """Classify an OSError raised while looking at ``path``; the message has no header value."""
     if exc.errno == errno.ELOOP:
-        return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: symlink loop, not followed"
+        return Status.SKIPPED, Reason.NOT_REGULAR, "symlink loop, not followed"
     if isinstance(exc, PermissionError):
-        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: permission denied"
+        return Status.FAILED, Reason.UNREADABLE, "permission denied"
     if isinstance(exc, FileNotFoundError):
-        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: no longer exists"
+        return Status.FAILED, Reason.UNREADABLE, "no longer exists"
     what = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-    return Status.FAILED, Reason.UNREADABLE, f"{path!r}: cannot be read ({what})"
+    return Status.FAILED, Reason.UNREADABLE, f"cannot be read ({what})"
 
 
 def classify_entry(path: str) -> tuple[Status, Reason, str] | None:
@@ -103,24 +105,24 @@ def classify_entry(path: str) -> tuple[Status, Reason, str] | None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: broken symlink"
+            return Status.SKIPPED, Reason.NOT_REGULAR, "broken symlink"
         except OSError as exc:
             return _os_problem(path, exc)
         if stat.S_ISDIR(st.st_mode):
-            return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: symlink to a folder, not followed"
+            return Status.SKIPPED, Reason.NOT_REGULAR, "symlink to a folder, not followed"
     if stat.S_ISDIR(st.st_mode):
-        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: a folder that could not be listed"
+        return Status.FAILED, Reason.UNREADABLE, "a folder that could not be listed"
     if not stat.S_ISREG(st.st_mode):
-        return Status.SKIPPED, Reason.NOT_REGULAR, f"{path!r}: {_kind(st.st_mode)}, not read"
+        return Status.SKIPPED, Reason.NOT_REGULAR, f"{_kind(st.st_mode)}, not read"
     if st.st_size == 0:
-        return Status.FAILED, Reason.EMPTY, f"{path!r}: empty file (0 bytes)"
+        return Status.FAILED, Reason.EMPTY, "empty file (0 bytes)"
     if not os.access(path, os.R_OK):
-        return Status.FAILED, Reason.UNREADABLE, f"{path!r}: permission denied"
+        return Status.FAILED, Reason.UNREADABLE, "permission denied"
     return None
 
 
 def _fail(reason: Reason, path: str, what: str) -> DatasetError:
-    return DatasetError(reason.value, f"{path!r}: {what}")
+    return DatasetError(reason.value, what)
 
 
 def _open(path: str) -> IO[bytes]:

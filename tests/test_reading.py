@@ -72,7 +72,7 @@ def test_classify_entry_on_special_entries(tmp_path: Path) -> None:
         "fifo": (Status.SKIPPED, Reason.NOT_REGULAR),
     }
     assert classify_entry(str(tmp_path / "vanished")) == (
-        Status.FAILED, Reason.UNREADABLE, f"{str(tmp_path / 'vanished')!r}: no longer exists"
+        Status.FAILED, Reason.UNREADABLE, "no longer exists"
     )
 
 
@@ -166,8 +166,11 @@ def test_png_and_text_are_not_dicom(tmp_path: Path) -> None:
         assert caught.value.reason == Reason.NOT_DICOM
 
 
-def test_messages_name_the_file_and_carry_no_header_value(archive) -> None:
-    values = [str(v) for v in build_dataset(0).values() if isinstance(v.value, (str, bytes))]
+def test_messages_carry_no_path_and_no_header_value(archive) -> None:
+    """Reasons end up in the manifest and logs; inputs are often foldered by patient name."""
+    values = {str(e.value) for e in pydicom.dcmread(next(p for p, e in archive.items() if e[1] is None)).iterall()
+              if e.VR in ("PN", "LO", "SH", "DA", "UI") and len(str(e.value)) > 3}
+    assert values
     for path, (_, reason) in archive.items():
         found = classify_entry(path)
         message = found[2] if found else ""
@@ -177,11 +180,9 @@ def test_messages_name_the_file_and_carry_no_header_value(archive) -> None:
             except DatasetError as exc:
                 message = str(exc)
         if reason not in (None, Reason.WRITE_ERROR):
-            assert repr(path) in message
-        for elem in pydicom.dcmread(list(archive)[0]).iterall():
-            if elem.VR in ("PN", "LO", "SH", "DA", "UI") and str(elem.value):
-                assert str(elem.value) not in message.replace(path, "")
-    assert values
+            assert message
+        assert os.path.dirname(path) not in message
+        assert not [v for v in values if v in message]
 
 
 def test_deep_and_large_sequences_read_walk_and_write_back(archive) -> None:

@@ -49,7 +49,9 @@ def header_values(paths: list[Path]) -> set[bytes]:
 @pytest.fixture(scope="module")
 def phi_run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("phi")
-    for path in make_hostile_archive(tmp / "in", good=0):
+    # PACS exports are foldered by patient name and ID: the hostile files sit in such a folder too
+    hostile_home = tmp / "in" / "Phiphamily0^Phigiven_PIDXQ0007000"
+    for path in make_hostile_archive(hostile_home, good=0):
         if path.endswith("unwritable.dcm"):  # crashes `scan` today: see test_safety_hostile
             os.unlink(path)
     good = []
@@ -58,7 +60,8 @@ def phi_run(tmp_path_factory: pytest.TempPathFactory):
         ds.OtherPatientIDs = [f"OTHERPHI{i:04d}", f"OTHERPHJ{i:04d}"]
         ds.add_new(0x00100030, "DA", "1950-01-02")  # an invalid date: pydicom warns with the value
         ds.add_new(0x00191010, "UN", f"PRIVPHI{i:05d}".encode())
-        good.append(make_dicom(tmp / "in" / "good" / f"IM{i}.dcm", dataset=ds))
+        folder = tmp / "in" / f"Phiphamily{i}^Phigiven_{ds.PatientID}" / f"{ds.StudyDate}_{ds.AccessionNumber}"
+        good.append(make_dicom(folder / f"IM{i}.dcm", dataset=ds))
     logs = {}
     logs["scan"] = cli("scan", str(tmp / "in"), "--ids", str(tmp / "ids.parquet"), "-vv", "--workers", "0")
     logs["apply"] = cli("apply", str(tmp / "in"), "--out", str(tmp / "out"), "-vv", "--workers", "0",
