@@ -201,3 +201,45 @@ def test_original_instance_uids_kept_in_place_are_hits_unless_declared(run) -> N
         deidentify(s, o, KEEP | {"FrameOfReferenceUID"})
     assert {(h.tag_path, h.kind) for h in verify(out, ids)} == {("FrameOfReferenceUID", "UI")}
     assert verify(out, ids, keep=KEEP | {"FrameOfReferenceUID"}) == []
+
+
+def default_recipe_keeps() -> set[str]:
+    from importlib.resources import files
+
+    text = (files("deid_batch") / "data" / "deid.default").read_text()
+    return {line.split()[1] for line in text.splitlines() if line.startswith("KEEP ")}
+
+
+@pytest.mark.slow
+def test_default_recipe_on_a_generated_archive_verifies_clean(tmp_path: Path) -> None:
+    """Issue 4 done-when: the default recipe on a synthetic PACS export verifies clean - in the
+    inferred mode, with the manifest, and in the strict mode given the recipe's KEEP list."""
+    from deid_batch import get_identifiers
+    from deid_batch.api import run_apply
+    from deid_batch.synth import generate_archive
+
+    generate_archive(tmp_path / "in", 60, seed=3)
+    ids = get_identifiers(tmp_path / "in")
+    report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"))
+    assert report.exit_code == 0
+    assert verify(tmp_path / "out", ids) == []
+    assert verify(tmp_path / "out", ids, manifest=report.manifest) == []
+    assert verify(tmp_path / "out", ids, manifest=report.manifest, keep=default_recipe_keeps()) == []
+
+
+@pytest.mark.slow
+def test_a_recipe_that_keeps_names_fails_verify_in_strict_mode(tmp_path: Path) -> None:
+    from deid_batch import get_identifiers
+    from deid_batch.api import run_apply
+    from deid_batch.synth import generate_archive
+
+    generate_archive(tmp_path / "in", 12, seed=4)
+    ids = get_identifiers(tmp_path / "in")
+    from importlib.resources import files
+
+    recipe = tmp_path / "deid.leaky"
+    recipe.write_text((files("deid_batch") / "data" / "deid.default").read_text() + "KEEP PatientName\n")
+    report = run_apply(tmp_path / "in", recipe=str(recipe), output_folder=str(tmp_path / "out"))
+    hits = verify(tmp_path / "out", ids, manifest=report.manifest, keep=default_recipe_keeps())
+    assert {h.tag_path for h in hits} == {"PatientName"}
+    assert len({h.file for h in hits}) == 12
