@@ -151,3 +151,26 @@ def test_get_identifiers_survives_unconvertible_and_too_deep_files(tmp_path: Pat
     assert table.column("source").to_pylist() == [str(tmp_path / "in" / "ok.dcm")]
     assert sorted(errors.column("source").to_pylist()) == [
         str(tmp_path / "in" / "deep.dcm"), str(tmp_path / "in" / "zz.dcm")]
+
+
+def test_a_kept_value_is_never_silently_altered_by_the_writer(tmp_path: Path) -> None:
+    """A value pydicom cannot write back as it is must give a write-error row, not a changed value.
+
+    Here a kept text element (WindowCenterWidthExplanation, kept by the default recipe) holds
+    non-ASCII text in UTF-8; if SpecificCharacterSet is removed, pydicom encodes the text in the
+    default repertoire and replaces what it cannot encode with '?', silently.
+    """
+    import pydicom
+
+    from tests.hostile import build_dataset
+
+    ds = build_dataset(5)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.WindowCenterWidthExplanation = "Fenêtre 中文"
+    make_dicom(tmp_path / "in" / "utf8.dcm", dataset=ds)
+    report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"))
+    (_, output, status, code, _), = manifest_rows(report.manifest)
+    if status == Status.WRITTEN.value:
+        assert pydicom.dcmread(output).WindowCenterWidthExplanation == "Fenêtre 中文"
+    else:
+        assert (status, code) == (Status.FAILED.value, Reason.WRITE_ERROR.value)
