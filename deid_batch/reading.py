@@ -261,6 +261,7 @@ def _parse(
         _check_values(rest, path)
         for tag in rest.keys():
             ds[tag] = rest.get_item(tag)
+    ds.filename = path  # as pydicom.dcmread(path) sets it (the file object's name is its fd)
     return ds
 
 

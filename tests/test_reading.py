@@ -94,8 +94,9 @@ def test_file_without_preamble_reads_like_deid_force(tmp_path: Path) -> None:
 @pytest.mark.parametrize("maker", [make_dicom, make_implicit])
 def test_full_read_equals_pydicom(tmp_path: Path, maker) -> None:
     p = maker(tmp_path / "a.dcm", 4)
-    ours, theirs = read_dataset(str(p)), pydicom.dcmread(p)
+    ours, theirs = read_dataset(str(p)), pydicom.dcmread(str(p))
     assert ours == theirs
+    assert ours.filename == theirs.filename == str(p)
     assert ours.file_meta == theirs.file_meta
     head = read_dataset(str(p), stop_before_pixels=True)
     assert "PixelData" not in head and head.PatientID == theirs.PatientID

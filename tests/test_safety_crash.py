@@ -187,3 +187,43 @@ def test_resume_with_different_settings_is_refused_naming_the_difference(tmp_pat
     word = {"recipe": "recipe", "overwrite": "overwrite", "keep-private": "remove_private", "key": "key"}
     assert word[change] in err.decode()
     assert tree_digest(tmp_path / "out") == before
+
+
+POISON_NAME = "IM0013.dcm"
+
+
+def poison(dicom: Any = None, value: Any = None, field: Any = None, item: Any = None) -> str:
+    """Kill the worker process on one file, every time (as a crashing C decoder would)."""
+    poisoned = str(getattr(dicom, "filename", "")).endswith(POISON_NAME)
+    if poisoned and os.environ.get("DEID_BATCH_TEST_POISON") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "Anonymous"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_file_that_kills_every_worker_is_accounted_and_the_run_completes(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    from deid_batch.api import run_apply
+
+    sources = make_inputs(tmp_path / "in", 24)
+    recipe = tmp_path / "deid.poison"
+    recipe.write_text(SLOW_RECIPE.replace("func:slow", "func:poison"))
+    os.environ["DEID_BATCH_TEST_POISON"] = "1"  # inherited by the worker processes started below
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            report = run_apply(tmp_path / "in", recipe=str(recipe), output_folder=str(tmp_path / "out"),
+                               client=client, partition=4, functions={"poison": poison})
+    finally:
+        del os.environ["DEID_BATCH_TEST_POISON"]
+    rows = manifest_rows(report.manifest, str(tmp_path / "out"))
+    assert [r[0] for r in rows] == sources
+    by_source = {r[0]: r for r in rows}
+    poisoned = next(s for s in sources if s.endswith("IM0013.dcm"))
+    assert by_source[poisoned][2:4] == ("failed", "worker-lost")
+    lost = [r[0] for r in rows if r[3] == "worker-lost"]
+    assert len(lost) <= 4, "only the poisoned file's partition may be lost"
+    assert report.exit_code == 1
+    assert not [p for p in (tmp_path / "out").rglob("*") if TMP_MARKER in p.name]
