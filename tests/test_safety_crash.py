@@ -100,6 +100,10 @@ def test_killing_a_worker_mid_run_loses_no_file(tmp_path: Path) -> None:
     written = [r[1] for r in rows if r[2] == "written"]
     assert len(set(written)) == len(written) == len(outputs(tmp_path / "out"))
     assert not [p for p in (tmp_path / "out").rglob("*") if TMP_MARKER in p.name]
+    # the same job on the synchronous scheduler writes the same bytes: nothing was half-done
+    run_apply(tmp_path / "in", recipe=str(recipe), output_folder=str(tmp_path / "sync"),
+              key_file=str(key), partition=3, functions={"slow": slow})
+    assert outputs(tmp_path / "out") == outputs(tmp_path / "sync")
 
 
 def cli(*args: str, **kw: Any) -> list[str]:
@@ -109,10 +113,10 @@ def cli(*args: str, **kw: Any) -> list[str]:
 def start_apply(tmp_path: Path, out: str, recipe: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return subprocess.Popen(
-        cli("apply", str(tmp_path / "in"), "--out", str(tmp_path / out), "--workers", "0",
-            "--recipe", str(recipe), "--key-file", str(tmp_path / "key"), "--partition-size", "4",
-            "--no-progress", *extra),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+        cli("apply", str(tmp_path / "in"), "--out", str(tmp_path / out),
+            *(() if "--workers" in extra else ("--workers", "0")), "--recipe", str(recipe),
+            "--key-file", str(tmp_path / "key"), "--partition-size", "4", "--no-progress", *extra),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True,
     )
 
 
@@ -125,16 +129,20 @@ def slow_recipe_file(tmp_path: Path, delay_line: bool = True) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_the_cli_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigkill_the_cli_then_resume_equals_an_uninterrupted_run(tmp_path: Path, workers: str) -> None:
+    import psutil
+
     sources = make_inputs(tmp_path / "in", 160)
     (tmp_path / "key").write_bytes(KEY_HEX)
     recipe = slow_recipe_file(tmp_path)
     before = tree_digest(tmp_path / "in")
+    extra = ("--workers", workers)
 
-    full = start_apply(tmp_path, "ref", recipe)
+    full = start_apply(tmp_path, "ref", recipe, extra)
     assert full.wait(timeout=300) == 0, full.stderr.read().decode()[-2000:]
 
-    victim = start_apply(tmp_path, "out", recipe)
+    victim = start_apply(tmp_path, "out", recipe, extra)
     manifest = tmp_path / "out.manifest"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim.poll() is None:
@@ -143,15 +151,20 @@ def test_sigkill_the_cli_then_resume_equals_an_uninterrupted_run(tmp_path: Path)
             break
         time.sleep(0.01)
     assert victim.poll() is None, "the run finished before it could be killed: make it longer"
-    os.killpg(victim.pid, signal.SIGKILL)
+    children = psutil.Process(victim.pid).children(recursive=True)
+    os.kill(victim.pid, signal.SIGKILL)  # the client only, as the OOM killer would
     victim.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    for p in alive:  # clean up before failing
+        p.kill()
+    assert not alive, f"{len(alive)} worker processes outlived the killed client"
     done_before = len([n for n in os.listdir(manifest) if n.startswith("part-")])
     assert 0 < done_before < 40
     stale = tmp_path / "out" / "00" / "00" / f"{TMP_MARKER}crashed"  # what a kill mid-write leaves
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"half a file")
 
-    resumed = start_apply(tmp_path, "out", recipe, ("--resume",))
+    resumed = start_apply(tmp_path, "out", recipe, ("--resume", *extra))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()[-2000:]
     assert outputs(tmp_path / "out") == outputs(tmp_path / "ref")

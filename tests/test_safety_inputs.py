@@ -7,6 +7,7 @@ input inside the output folder, is refused before anything is written.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -125,3 +126,43 @@ def test_manifest_folder_inside_the_output_is_refused(tmp_path: Path) -> None:
     leaked = [p.name for p in (tmp_path / "out").rglob("*") if p.name in ("_key", "_run.json")]
     assert leaked == [], "the run key / manifest were written into the shared output folder"
     assert proc.returncode == 2
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_reader_watching_the_output_never_sees_a_partial_file(tmp_path: Path) -> None:
+    """Atomic writes: every visible output name always holds a complete, readable DICOM file."""
+    import threading
+
+    for i in range(150):
+        make_dicom(tmp_path / "in" / f"{i % 5}" / f"IM{i}.dcm", i)
+    stop = threading.Event()
+    seen: dict[str, int] = {}
+    bad: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            for p in (tmp_path / "out").rglob("*.dcm") if (tmp_path / "out").exists() else ():
+                if str(p) in seen:
+                    continue
+                try:
+                    data = p.read_bytes()
+                    pydicom.dcmread(io.BytesIO(data)).PixelData  # noqa: B018
+                    seen[str(p)] = len(data)
+                except FileNotFoundError:
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    bad.append(f"{p.name}: {type(exc).__name__}")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"), workers=2, partition=5)
+    finally:
+        stop.set()
+        watcher.join()
+    assert bad == []
+    assert len(seen) > 0
+    for path, size in seen.items():
+        assert os.path.getsize(path) == size  # what the reader saw was already the final file
+    assert report.exit_code == 0
