@@ -63,3 +63,16 @@ def test_a_custom_config_gives_the_same_file_as_deid(
     ours = tmp_path / "ours.dcm"
     result.dataset.save_as(ours)
     assert diff_files(Path(deid_out), ours) == []
+
+
+def test_the_default_options_are_deids_default_config() -> None:
+    from deid.dicom.parser import here
+    from deid.utils import read_json
+
+    config = read_json(os.path.join(here, "config.json"))
+    engine = pytest.importorskip("deid_batch.engine")
+    options = engine.EngineOptions()
+    assert list(options.skip) == config["get"]["skip"]
+    assert [(a.action, a.field, a.value) for a in options.put_actions] == [
+        (a["action"], a["field"], a.get("value")) for a in config["put"]["actions"]]
+    assert options.disable_skip is False

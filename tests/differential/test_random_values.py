@@ -73,7 +73,7 @@ def edit_with(values: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("recipe_id", sorted(RECIPES))
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=15, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=HEADERS)
 def test_random_values_give_the_same_file_or_both_tools_fail(
