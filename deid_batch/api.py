@@ -218,6 +218,24 @@ class ApplyReport:
         return 1 if self.summary.failed else 0
 
 
+def _check_manifest_location(files: Any, output_folder: str, manifest_dir: str) -> None:
+    """The manifest (PHI linkage, run key) goes neither into an input nor into OUTDIR."""
+    try:
+        check_output_location(files, manifest_dir)
+    except ConfigError:
+        raise ConfigError(
+            f"manifest folder {manifest_dir} is inside an input folder; inputs are never modified: "
+            "choose a --manifest folder outside every input"
+        ) from None
+    out, man = os.path.realpath(output_folder), os.path.realpath(manifest_dir)
+    if man == out or man.startswith(out.rstrip(os.sep) + os.sep) or out.startswith(man.rstrip(os.sep) + os.sep):
+        raise ConfigError(
+            f"manifest folder {manifest_dir} and output folder {output_folder} overlap; the output "
+            "is shared as is and must hold only de-identified files: choose a --manifest folder "
+            "beside it (the default is OUTDIR.manifest)"
+        )
+
+
 def _clean_stale_tmp(folder: str) -> int:
     n = 0
     for root, _dirs, names in os.walk(folder):
@@ -285,6 +303,7 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     if mapping is not None:
         check_mapping(mapping, entity, item, name=_mapping_name(variables))
     manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
+    _check_manifest_location(files, output_folder, manifest_dir)
     key = keys_mod.resolve_key(manifest_dir, key_file)
     options = EngineOptions(remove_private=options.remove_private, uid_key=key, skip=options.skip,
                             put_actions=options.put_actions)

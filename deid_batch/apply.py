@@ -67,6 +67,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     except DatasetError as exc:
         status = Status.SKIPPED if exc.reason == Reason.DICOMDIR.value else Status.FAILED
         return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
+    character_set = ds.get("SpecificCharacterSet")
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
                                     options=config.options, source=label)
@@ -79,7 +80,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                     (), partition)
     warnings = result.warnings
     try:
-        data = encode(result.dataset)
+        data = encode(result.dataset, character_set=character_set)
     except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from deid_batch import reading
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
-from deid_batch.schemas import IDENTIFIERS, SCAN_ERRORS, Status
+from deid_batch.schemas import IDENTIFIERS, SCAN_ERRORS, Reason, Status
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 
@@ -165,6 +165,12 @@ def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
     )
 
 
+def _error(errors: dict[str, list[object]], path: str, reason: Reason, message: str) -> None:
+    errors["source"].append(path)
+    errors["status"].append(Status.FAILED.value)
+    errors["reason"].append(f"{reason.value}: {message}")
+
+
 def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[object]],
                errors: dict[str, list[object]]) -> None:
     for path in paths:
@@ -183,7 +189,17 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["status"].append(Status.SKIPPED.value if skipped else Status.FAILED.value)
             errors["reason"].append(f"{exc.reason}: {exc}")
             continue
+        try:
+            fields = list(flatten(ds, config.skip, config.expand_sequences))
+            entity, item = _id_value(ds, config.entity_id), _id_value(ds, config.item_id)
+        except RecursionError:
+            _error(errors, path, Reason.NOT_DICOM, "sequences nested too deeply to read")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops a scan; no message (values)
+            _error(errors, path, Reason.NOT_DICOM,
+                   f"a header element cannot be decoded ({type(exc).__name__})")
+            continue
         rows["source"].append(path)
-        rows["entity_id"].append(_id_value(ds, config.entity_id))
-        rows["item_id"].append(_id_value(ds, config.item_id))
-        rows["fields"].append(list(flatten(ds, config.skip, config.expand_sequences)))
+        rows["entity_id"].append(entity)
+        rows["item_id"].append(item)
+        rows["fields"].append(fields)

@@ -14,6 +14,7 @@ import enum
 import io
 import os
 import secrets
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -22,6 +23,7 @@ __all__ = ["Outcome", "encode", "write_atomic", "TMP_MARKER"]
 
 TMP_MARKER = ".deid-batch-tmp-"
 _PREAMBLE = b"\x00" * 128
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
 class Outcome(str, enum.Enum):
@@ -48,8 +50,26 @@ def _rebuild_file_meta(ds: Dataset) -> None:
             del meta[dst]
 
 
-def encode(ds: Dataset) -> bytes:
-    """Serialise ``ds`` as a DICOM file (preamble zeroed, file meta rebuilt)."""
+def _has_non_ascii_text(ds: Dataset) -> bool:
+    for elem in ds.iterall():
+        if elem.VR in _TEXT_VRS:
+            values = elem.value if isinstance(elem.value, (list, tuple)) else (elem.value,)
+            if any(isinstance(v, str) and not v.isascii() for v in values):
+                return True
+            if any(not str(v).isascii() for v in values if v.__class__.__name__ == "PersonName"):
+                return True
+    return False
+
+
+def encode(ds: Dataset, *, character_set: Any = None) -> bytes:
+    """Serialise ``ds`` as a DICOM file (preamble zeroed, file meta rebuilt).
+
+    ``character_set`` is the input's SpecificCharacterSet: if the recipe removed it while kept
+    text still needs it, it is put back (pydicom would otherwise write ``?`` for what the default
+    repertoire cannot encode, silently changing a kept value).
+    """
+    if character_set and "SpecificCharacterSet" not in ds and _has_non_ascii_text(ds):
+        ds.SpecificCharacterSet = character_set
     _rebuild_file_meta(ds)
     ds.preamble = _PREAMBLE
     buf = io.BytesIO()
