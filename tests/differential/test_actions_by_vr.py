@@ -8,6 +8,8 @@ and "deid changed the file" (so a case that selects nothing fails loudly).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +112,39 @@ def test_all_selector_actions_match_deid(
     recipe: str, disable_skip: bool, run_both: Callable[..., Comparison]
 ) -> None:
     assert_same_output(run_both(recipe, disable_skip=disable_skip))
+
+
+def setter(keyword: str, value: object) -> Callable[[Any], None]:
+    return lambda ds: setattr(ds, keyword, value)
+
+
+JITTER_FORMATS = [
+    # (id, recipe, edit of the generated file)
+    ("da-multi-valued", "JITTER SeriesDate 10", setter("SeriesDate", ["20131210", "20131215"])),
+    ("da-dashed-spelling", "JITTER SeriesDate 1", setter("SeriesDate", "2023-01-05")),
+    ("da-words", "JITTER SeriesDate 1", setter("SeriesDate", "Jan 5 2023")),
+    ("da-leap-day-backwards", "JITTER SeriesDate -1", setter("SeriesDate", "20240301")),
+    ("dt-with-offset", "JITTER AcquisitionDateTime 1",
+     setter("AcquisitionDateTime", "20230101011721.621000+0100")),
+    ("dt-without-fraction", "JITTER AcquisitionDateTime 10",
+     setter("AcquisitionDateTime", "20131210081530")),
+    ("dt-date-only", "JITTER AcquisitionDateTime 1", setter("AcquisitionDateTime", "20230101")),
+    ("dt-minutes-only", "JITTER AcquisitionDateTime 1",
+     setter("AcquisitionDateTime", "202301010117")),
+    ("dt-short-fraction", "JITTER AcquisitionDateTime 1",
+     setter("AcquisitionDateTime", "20230101011721.6")),
+    ("dt-multi-valued", "JITTER AcquisitionDateTime 1",
+     setter("AcquisitionDateTime", ["20230101", "20240229120000"])),
+    ("lo-datetime-text", "JITTER InstitutionName 1",
+     setter("InstitutionName", "20230101120000.5")),
+    ("lo-dashed-date-text", "JITTER InstitutionName 1", setter("InstitutionName", "2023-01-01")),
+]
+
+
+@pytest.mark.parametrize("case_id, recipe, edit", JITTER_FORMATS,
+                         ids=[j[0] for j in JITTER_FORMATS])
+def test_jitter_of_date_spellings_matches_deid(
+    case_id: str, recipe: str, edit: Callable[[Any], None],
+    run_both: Callable[..., Comparison], generated_file: Callable[..., Path],
+) -> None:
+    assert_same_output(run_both(recipe, generated_file(edit)))
