@@ -99,6 +99,9 @@ CASES = [
     Case("deid-func-pydicom-uuid-prefix",
          "REPLACE select:VR:UI deid_func:pydicom_uuid prefix=1.55."),
     Case("deid-func-jitter", "REPLACE AcquisitionDate deid_func:jitter days=1 years=1"),
+    Case("deid-func-jitter-negative-days", "REPLACE select:VR:DA deid_func:jitter days=-40"),
+    Case("deid-func-pydicom-uuid-unstable-is-one-constant",  # deid bug Q17, reproduced
+         "REPLACE select:VR:UI deid_func:pydicom_uuid stable_remapping=false"),
 ]
 
 

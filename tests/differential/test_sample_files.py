@@ -137,6 +137,9 @@ UPSTREAM = [
     Case("cat-private-groups", "REMOVE contains:0019\nBLANK select:group:0011", source="cat"),
     Case("cat-select-time", "REMOVE select:VR:TM\nREMOVE select:group:0020", source="cat"),
     Case("cookie-remove-all", "REMOVE ALL", source="cookie3"),
+    Case("cat-remove-all-no-skip", "REMOVE ALL", source="cat", disable_skip=True),
+    Case("ctbrain2-remove-all", "REMOVE ALL", source="ctbrain2"),
+    Case("ctbrain2-blank-all", "BLANK ALL", source="ctbrain2"),
     Case("cookie-remove-all-no-skip", "REMOVE ALL", source="cookie4", disable_skip=True),
     Case("cookie-groups", """
         FORMAT dicom
