@@ -36,6 +36,7 @@ import errno
 import os
 import stat
 import struct
+import zlib
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -51,6 +52,7 @@ from deid_batch.schemas import Reason, Status
 __all__ = ["DICOMDIR_SOP_CLASS", "classify_entry", "read_dataset", "status_for"]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # PixelData, Double/FloatPixelData
 _SOP_TAGS = (0x00080016, 0x00080018)  # SOPClassUID, SOPInstanceUID
@@ -190,6 +192,8 @@ def read_dataset(
         raise _fail(Reason.NOT_DICOM, path, "sequences nested too deeply to parse") from None
     except MemoryError:
         raise _fail(Reason.NOT_DICOM, path, "parsing needed more memory than available") from None
+    except zlib.error:
+        raise _fail(Reason.TRUNCATED, path, "deflated data set is incomplete or corrupt") from None
     except (struct.error, EOFError):  # a short read inside an element header
         if _has_file_meta_start(f):
             raise _fail(Reason.TRUNCATED, path, "file ends inside an element header") from None
@@ -246,6 +250,8 @@ def _parse(
         raise _fail(Reason.NOT_DICOM, path, "file meta present but no SOP Class or Instance UID")
     _check_values(meta, path)
     _check_values(ds, path)
+    if _raw_uid(meta, 0x00020010) == _DEFLATED:
+        return _finish_deflated(f, path, ds, stop_before_pixels, tags)
     if pos > size:
         raise _fail(Reason.TRUNCATED, path, "file ends inside an element value")
     implicit, little = ds.original_encoding
@@ -262,6 +268,21 @@ def _parse(
         for tag in rest.keys():
             ds[tag] = rest.get_item(tag)
     ds.filename = path  # as pydicom.dcmread(path) sets it (the file object's name is its fd)
+    return ds
+
+
+def _finish_deflated(f: IO[bytes], path: str, ds: FileDataset, stop_before_pixels: bool,
+                     tags: list[BaseTag] | None) -> FileDataset:
+    """Deflated data sets: file offsets mean nothing after inflating, so the pixel data is checked
+    by reading it (a truncated deflate stream already failed as ``truncated``)."""
+    if not stop_before_pixels and (tags is None or any(t in tags for t in _PIXEL_TAGS)):
+        f.seek(0)
+        ds = pydicom.dcmread(f, force=True, specific_tags=tags)
+        _check_values(ds, path)
+    if tags is None and all(t in ds for t in _IMAGE_TAGS) and not stop_before_pixels:
+        if not any(t in ds for t in _PIXEL_TAGS):
+            raise _fail(Reason.TRUNCATED, path, "has image attributes but ends before its pixel data")
+    ds.filename = path
     return ds
 
 

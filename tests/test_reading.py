@@ -249,3 +249,17 @@ def test_status_for_reasons() -> None:
     assert status_for(Reason.DICOMDIR) is Status.SKIPPED
     assert status_for("not-regular") is Status.SKIPPED
     assert status_for(Reason.TRUNCATED) is Status.FAILED
+
+
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"])
+def test_deflated_and_big_endian_files_read_like_pydicom_and_truncation_is_caught(tmp_path: Path, ts) -> None:
+    p = make_dicom(tmp_path / "a.dcm", 8, transfer_syntax=ts)
+    assert read_dataset(str(p)) == pydicom.dcmread(str(p))
+    assert "PixelData" not in read_dataset(str(p), stop_before_pixels=True)
+    data = p.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) - 40])
+    for sbp in (False, True):
+        with pytest.raises(DatasetError) as caught:
+            read_dataset(str(cut), stop_before_pixels=sbp)
+        assert caught.value.reason == Reason.TRUNCATED
