@@ -1,7 +1,8 @@
-"""The whole product (``deid_batch.replace_identifiers``, synchronous scheduler) against deid on a
-folder of files: every output equals deid's, once deid's file is given the two changes our
-writer makes on purpose (zeroed preamble; file-meta MediaStorage UIDs rebuilt from the dataset's
-SOP UIDs, removed when the dataset has none)."""
+"""Many files: the whole product (``deid_batch.replace_identifiers``, synchronous scheduler)
+against deid on a folder of files - every output equals deid's, once deid's file is given the two
+changes our writer makes on purpose (zeroed preamble; file-meta MediaStorage UIDs rebuilt from the
+dataset's SOP UIDs, removed when the dataset has none) - and one compiled recipe applied to many
+datasets in turn, in both orders, with nothing leaking from one dataset into the next."""
 
 from __future__ import annotations
 
@@ -56,3 +57,43 @@ def test_the_batch_api_writes_deids_output_up_to_the_writers_documented_changes(
                             remove_private_after=remove_private)
         expected = as_our_writer_writes(deid_out, tmp_path / f"expected-{i}.dcm")
         assert diff_files(expected, Path(ours)) == [], source.name
+
+
+
+
+def test_one_compiled_recipe_applied_to_many_datasets_gives_each_file_deids_output(
+    tmp_path: Path, generated_file: Callable[..., Path], write_recipe: Callable[..., Path],
+) -> None:
+    recipe = write_recipe("""
+        FORMAT dicom
+        %values ids
+        FIELD PatientID
+        SPLIT PatientName by="^";minlength=4
+        %fields people
+        FIELD select:VR:PN
+        %header
+        REMOVE values:ids
+        REPLACE fields:people ANON
+        JITTER StudyDate var:days
+        ADD PatientIdentityRemoved YES
+        """)
+    sources = [generated_file(lambda ds, i=i: setattr(ds, "PatientID", f"PATIENT-{i}"),
+                              name=f"in{i}.dcm") for i in range(3)]
+    sources += [SAMPLES["ctbrain1"], SAMPLES["ctbrain2"]]
+    variables = [{"days": d} for d in (1, -5, 30, 2, 9)]
+    expected = [run_deid(s, recipe, tmp_path / "deid" / str(i), ids=v)
+                for i, (s, v) in enumerate(zip(sources, variables))]
+    engine = pytest.importorskip("deid_batch.engine")
+    from deid_batch.recipe import load_recipe
+
+    compiled = load_recipe(str(recipe))
+    options = engine.EngineOptions(remove_private=False)
+    for order in (range(5), reversed(range(5))):
+        for i in order:
+            result = engine.deidentify_dataset(pydicom.dcmread(sources[i]), recipe=compiled,
+                                               variables=variables[i], options=options,
+                                               source=str(sources[i]))
+            written = tmp_path / "ours" / f"{i}.dcm"
+            written.parent.mkdir(exist_ok=True)
+            result.dataset.save_as(written)
+            assert diff_files(expected[i], written) == [], sources[i].name
