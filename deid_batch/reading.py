@@ -18,12 +18,15 @@ values for truncated files; the checks here catch both:
 
 * **not DICOM**: no file meta group and neither SOPClassUID nor SOPInstanceUID at the top level;
 * **truncated**: an element's value is shorter than its declared length, the file ends inside an
-  element header, inside a (native or encapsulated) PixelData element, before the SOP UIDs of a
-  file with file meta, or before the pixel data of a data set that has Rows and Columns (a
+  element header, inside the file meta, right after the file meta (no data set), inside a
+  (native or encapsulated) PixelData element, or before the pixel data of a data set that has Rows
+  and Columns (a
   header-only image file is therefore reported as truncated: it cannot be de-identified as an image).
   The PixelData check compares the declared length with the file size (native) or walks the item
   headers (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without
-  reading it.
+  reading it. Blind spot: a cut exactly at an element boundary (or inside the next 8-byte element
+  header) before the SOP UIDs reads as a shorter fragment; a file with file meta but no SOP UIDs is
+  accepted, as pydicom and deid accept it.
 
 Messages say what is wrong with the file; they contain no header value and no path (PACS exports
 are often foldered by patient name: the path is the caller's to show, e.g. in the manifest's
@@ -242,12 +245,9 @@ def _parse(
     meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else Dataset()
     if _raw_uid(meta, 0x00020002) == DICOMDIR_SOP_CLASS or _DIRECTORY_RECORDS in ds:
         raise _fail(Reason.DICOMDIR, path, "a DICOMDIR media directory, not an image; skipped")
-    if not any(t in ds for t in _SOP_TAGS):
-        if not len(meta):
-            raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs)")
-        if not len(ds) or max(ds.keys()) < _SOP_TAGS[0]:
-            raise _fail(Reason.TRUNCATED, path, "file ends before the SOP Class and Instance UIDs")
-        raise _fail(Reason.NOT_DICOM, path, "file meta present but no SOP Class or Instance UID")
+    if not len(meta) and not any(t in ds for t in _SOP_TAGS):
+        raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs)")
+    _check_meta_length(meta, path, size, len(ds))
     _check_values(meta, path)
     _check_values(ds, path)
     if _raw_uid(meta, 0x00020010) == _DEFLATED:
@@ -269,6 +269,19 @@ def _parse(
             ds[tag] = rest.get_item(tag)
     ds.filename = path  # as pydicom.dcmread(path) sets it (the file object's name is its fd)
     return ds
+
+
+def _check_meta_length(meta: Dataset, path: str, size: int, n_elements: int) -> None:
+    """A file meta that claims more bytes than the file has, or no data set after it: truncated."""
+    if not len(meta):
+        return
+    if 0x00020000 in meta:
+        value = meta.get_item(0x00020000).value
+        length = struct.unpack("<L", value)[0] if isinstance(value, bytes) and len(value) == 4 else value
+        if isinstance(length, int) and 132 + 12 + length > size:
+            raise _fail(Reason.TRUNCATED, path, "file ends inside the file meta information")
+    if n_elements == 0:
+        raise _fail(Reason.TRUNCATED, path, "file ends after the file meta information: no data set")
 
 
 def _finish_deflated(f: IO[bytes], path: str, ds: FileDataset, stop_before_pixels: bool,
@@ -322,9 +335,10 @@ def _check_pixel_element(
     tag = group << 16 | element
     if tag not in _PIXEL_TAGS:
         return None
-    if implicit:
+    vr = header[4:6]
+    if implicit or not (vr.isalpha() and vr.isupper()):  # some writers switch to implicit VR
         (length,), start = struct.unpack(endian + "L", header[4:8]), pos + 8
-    elif header[4:6] in _LONG_VRS:
+    elif vr in _LONG_VRS:
         if len(header) < 12:
             raise _fail(Reason.TRUNCATED, path, "file ends inside the pixel data header")
         (length,), start = struct.unpack(endian + "L", header[8:12]), pos + 12

@@ -129,12 +129,16 @@ def test_truncation_anywhere_is_truncated_or_not_dicom_never_a_crash(tmp_path: P
     for end in range(1, len(data) - 1, 7):
         p.write_bytes(data[:end])
         for sbp in (True, False):
-            with pytest.raises(DatasetError) as caught:
-                read_dataset(str(p), stop_before_pixels=sbp)
-            expected = {Reason.TRUNCATED, Reason.NOT_DICOM}
-            assert Reason(caught.value.reason) in expected, (end, str(caught.value))
-            if end > 400:  # past the file meta and SOP UIDs: recognisably a cut DICOM file
-                assert caught.value.reason == Reason.TRUNCATED, end
+            try:
+                ds = read_dataset(str(p), stop_before_pixels=sbp)
+            except DatasetError as exc:
+                assert Reason(exc.reason) in {Reason.TRUNCATED, Reason.NOT_DICOM}, (end, str(exc))
+                if end > 400:  # past the file meta and SOP UIDs: recognisably a cut DICOM file
+                    assert exc.reason == Reason.TRUNCATED, end
+                continue
+            # the one blind spot: a cut at (or inside the 8-byte header after) an element boundary
+            # before the SOP UIDs looks like a shorter, complete fragment
+            assert end <= 400 and "SOPClassUID" not in ds and "SOPInstanceUID" not in ds, end
 
 
 def test_random_bytes_never_escape_as_anything_but_dataset_error(tmp_path: Path) -> None:
@@ -263,3 +267,32 @@ def test_deflated_and_big_endian_files_read_like_pydicom_and_truncation_is_caugh
         with pytest.raises(DatasetError) as caught:
             read_dataset(str(cut), stop_before_pixels=sbp)
         assert caught.value.reason == Reason.TRUNCATED
+
+
+def test_pydicom_and_deid_sample_files_read_identically_and_only_truncated_ones_fail() -> None:
+    """No good file lost: every sample file pydicom reads as an instance, we read the same way."""
+    import glob
+
+    roots = [os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")]
+    try:
+        import deid_data
+
+        roots.append(os.path.dirname(deid_data.__file__))
+    except ImportError:
+        pass
+    rejected = set()
+    for root in roots:
+        for p in sorted(glob.glob(root + "/**/*", recursive=True)):
+            if not os.path.isfile(p) or p.endswith((".py", ".pyc")):
+                continue
+            try:
+                ours = read_dataset(p)
+            except DatasetError as exc:
+                if exc.reason != Reason.DICOMDIR:
+                    ref = pydicom.dcmread(p, force=True)
+                    if "SOPInstanceUID" in ref or len(ref.file_meta or ()):
+                        rejected.add((os.path.basename(p), exc.reason))
+                continue
+            ref = pydicom.dcmread(p, force=True)
+            assert ours == ref and ours.file_meta == ref.file_meta, p
+    assert rejected <= {("MR_truncated.dcm", "truncated"), ("rtplan_truncated.dcm", "truncated")}
