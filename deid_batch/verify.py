@@ -56,6 +56,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,7 +64,7 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-__all__ = ["CANDIDATE_VRS", "NOT_IDENTIFYING", "Hit", "verify"]
+__all__ = ["CANDIDATE_VRS", "NOT_IDENTIFYING", "Hit", "recipe_keeps", "verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,26 @@ def _found(text: str, cands: _Candidates) -> Iterator[object]:
                 yield key
         if len(word) > 8 and word.isdigit() and (word[:8],) in cands.kinds:
             yield (word[:8],)
+
+
+_PLAIN_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9]*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|[0-9A-Fa-f]{8})$")
+
+
+def recipe_keeps(recipe: Any) -> frozenset[str] | None:
+    """The ``keep=`` list of a "remove everything" recipe (its KEEP fields), else ``None``.
+
+    Strict verification only makes sense when the recipe removes everything it does not name
+    (``REMOVE ALL``) and names what it keeps plainly (keywords or tags). For any other recipe
+    (one that keeps what it does not mention, or KEEPs through expanders such as ``contains:``)
+    this returns ``None``: verify then infers what was kept.
+    """
+    header = getattr(recipe, "header", ())
+    if not any(a.action == "REMOVE" and str(a.field).lower() == "all" for a in header):
+        return None
+    keeps = [str(a.field) for a in header if a.action == "KEEP"]
+    if not all(_PLAIN_FIELD.match(k) for k in keeps):
+        return None
+    return frozenset(keeps)
 
 
 def _identifying(path: str) -> bool:

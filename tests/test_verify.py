@@ -243,3 +243,17 @@ def test_a_recipe_that_keeps_names_fails_verify_in_strict_mode(tmp_path: Path) -
     hits = verify(tmp_path / "out", ids, manifest=report.manifest, keep=default_recipe_keeps())
     assert {h.tag_path for h in hits} == {"PatientName"}
     assert len({h.file for h in hits}) == 12
+
+
+def test_recipe_keeps_gives_the_strict_list_only_for_remove_everything_recipes(tmp_path: Path) -> None:
+    from deid_batch.recipe import load_recipe
+    from deid_batch.verify import recipe_keeps
+
+    assert recipe_keeps(load_recipe(None)) == frozenset(default_recipe_keeps())
+    docs = tmp_path / "deid.docs"
+    docs.write_text("FORMAT dicom\n\n%header\n\nADD PatientIdentityRemoved YES\n"
+                    "REPLACE PatientID var:id\nREPLACE SOPInstanceUID var:source_id\n")
+    assert recipe_keeps(load_recipe(str(docs))) is None
+    fuzzy = tmp_path / "deid.fuzzy"
+    fuzzy.write_text("FORMAT dicom\n\n%header\n\nREMOVE ALL\nKEEP contains:Date\n")
+    assert recipe_keeps(load_recipe(str(fuzzy))) is None
