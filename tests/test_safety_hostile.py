@@ -179,3 +179,14 @@ def test_a_kept_value_is_never_silently_altered_by_the_writer(tmp_path: Path) ->
         assert pydicom.dcmread(output).WindowCenterWidthExplanation == "Fenêtre 中文"
     else:
         assert (status, code) == (Status.FAILED.value, Reason.WRITE_ERROR.value)
+
+
+def test_an_input_given_twice_or_reachable_twice_gets_one_row(tmp_path: Path, key_file: str) -> None:
+    a = make_dicom(tmp_path / "in" / "sub" / "a.dcm", 1)
+    make_dicom(tmp_path / "in" / "b.dcm", 2)
+    (tmp_path / "alias").symlink_to(tmp_path / "in", target_is_directory=True)
+    report = run_apply([a, str(a), tmp_path / "in", tmp_path / "alias", tmp_path / "in" / "sub"],
+                       output_folder=str(tmp_path / "out"), key_file=key_file)
+    rows = manifest_rows(report.manifest)
+    assert [r[0] for r in rows] == sorted([str(a), str(tmp_path / "in" / "b.dcm")])
+    assert report.exit_code == 0

@@ -125,3 +125,29 @@ def test_verify_catches_an_injected_leak_by_file_and_tag_never_the_value(phi_run
     assert b"ReferencedPatientSequence[0].PatientID" in text
     assert str(build_dataset(7003).PatientID).encode() not in text
     assert [v for v in header_values(good) if v in text] == []
+
+
+def test_mapping_errors_and_warnings_name_no_key_value(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import pyarrow as pa
+
+    from deid_batch.api import run_apply
+    from deid_batch.errors import MappingError
+
+    for i in range(3):
+        make_dicom(tmp_path / "in" / f"{i}.dcm", i)
+    pid = str(build_dataset(1).PatientID)
+    duplicate = pa.table({"PatientID": [pid, pid], "id": ["a", "b"]})
+    with pytest.raises(MappingError) as caught:
+        run_apply(tmp_path / "in", variables=duplicate, output_folder=str(tmp_path / "out"))
+    assert pid not in str(caught.value)
+    partial = pa.table({"PatientID": [pid], "id": ["anon"]})
+    recipe = tmp_path / "deid.docs"
+    recipe.write_text("FORMAT dicom\n\n%header\n\nREPLACE PatientID var:id\n")
+    with caplog.at_level(logging.DEBUG):
+        report = run_apply(tmp_path / "in", recipe=str(recipe), variables=partial,
+                           output_folder=str(tmp_path / "out2"))
+    text = caplog.text + repr(read_manifest(report.manifest).to_pylist())
+    for i in range(3):
+        assert str(build_dataset(i).PatientID) not in text.replace(str(tmp_path), "")
