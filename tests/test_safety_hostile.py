@@ -190,3 +190,23 @@ def test_an_input_given_twice_or_reachable_twice_gets_one_row(tmp_path: Path, ke
     rows = manifest_rows(report.manifest)
     assert [r[0] for r in rows] == sorted([str(a), str(tmp_path / "in" / "b.dcm")])
     assert report.exit_code == 0
+
+
+def test_a_file_the_process_may_not_read_is_unreadable_and_the_run_goes_on(
+        tmp_path: Path, key_file: str, monkeypatch) -> None:
+    """chmod 000 does not stop root, so the permission error is injected at open (in-process)."""
+    locked = make_dicom(tmp_path / "in" / "locked.dcm", 1)
+    make_dicom(tmp_path / "in" / "ok.dcm", 2)
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded)
+    report = run_apply(tmp_path / "in", output_folder=str(tmp_path / "out"), key_file=key_file)
+    rows = {r[0]: r for r in manifest_rows(report.manifest)}
+    assert rows[str(locked)][2:4] == ("failed", "unreadable")
+    assert rows[str(tmp_path / "in" / "ok.dcm")][2] == "written"
+    assert report.exit_code == 1
