@@ -31,6 +31,7 @@ import pydicom
 from pydicom.datadict import DicomDictionary, keyword_dict
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import Tag
 
 from deid_batch.errors import DatasetError, RecipeError
@@ -40,6 +41,7 @@ from deid_batch.fields import (
     Selector,
     build_index,
     compile_selector,
+    filter_index,
     locate_parent,
 )
 from deid_batch.functions import BUILTINS, jitter_days, jitter_element
@@ -166,6 +168,7 @@ class _Run:
         self.warnings: list[str] = []
         self.config_skip = frozenset(() if options.disable_skip else options.skip)
         self.index = FieldIndex()
+        self._full: FieldIndex | None = None
         self.action: RecipeAction | None = None
         self.shields: list[Selector] = [
             s for s in (compile_selector(a.field) for a in recipe.header
@@ -180,7 +183,11 @@ class _Run:
 
     def execute(self) -> None:
         keeps = self._keep_uids()
-        self.index = build_index(self.ds, self.config_skip | keeps)
+        if self._full is not None:
+            self.index = filter_index(self._full, self.config_skip | keeps)
+            self._full = None
+        else:
+            self.index = build_index(self.ds, self.config_skip | keeps)
         initial = self.index
         lists: dict[str, Any] = {}
         for name, entries in self.recipe.values:
@@ -195,12 +202,20 @@ class _Run:
         self.action = None
         if self.options.remove_private:
             self.ds.remove_private_tags()
+        # deid converts every element while indexing; we convert only what survived the recipe
+        # (elements removed while still raw never cost a conversion), so the written bytes match.
+        for _ in self.ds.iterall():
+            pass
+        meta = getattr(self.ds, "file_meta", None)
+        if meta is not None:
+            for _ in meta:
+                pass
 
     def _keep_uids(self) -> frozenset[str]:
         keeps = [a for a in self.recipe.header if a.action == "KEEP" and a.field]
         if not keeps:
             return frozenset()
-        full = build_index(self.ds)
+        full = self._full = build_index(self.ds)
         uids: set[str] = set()
         for action in keeps:
             self.action = action
@@ -346,16 +361,22 @@ class _Run:
 
     def delete(self, fld: DicomField) -> None:
         parent = locate_parent(self.ds, fld)
-        if parent is not None and fld.element.tag in parent:
-            del parent[fld.element.tag]
+        if parent is not None and fld.tag in parent:
+            raw = parent.get_item(fld.tag)
+            is_sequence = fld.is_seq or isinstance(getattr(raw, "value", None), PydicomSequence)
+            del parent[fld.tag]
             self.index.remove(fld.uid)
-            self.index.remove_children(fld.uid)
+            if is_sequence:
+                self.index.remove_children(fld.uid)
 
     def blank(self, fld: DicomField) -> None:
         parent = locate_parent(self.ds, fld)
-        if parent is not None and fld.element.tag in parent:
-            parent[fld.element.tag].value = None
-            self.index.remove_children(fld.uid)
+        if parent is not None and fld.tag in parent:
+            element = parent[fld.tag]
+            is_sequence = isinstance(element.value, PydicomSequence)
+            element.value = None
+            if is_sequence:
+                self.index.remove_children(fld.uid)
 
     def set_value(self, fld: DicomField, value: Any) -> None:
         current = self.index.fields.get(fld.uid)

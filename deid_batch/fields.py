@@ -12,14 +12,17 @@ Nothing here keeps a reference to a dataset beyond the index object the caller o
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 __all__ = [
     "DicomField",
@@ -45,28 +48,46 @@ class DicomField:
     """One index entry, shaped like deid's ``DicomField`` (``element``, ``name``, ``uid``).
 
     ``parents`` locates the element: ``((sequence tag, item index), ...)`` from the top-level
-    dataset (or file meta when ``is_filemeta``).
+    dataset (or file meta when ``is_filemeta``). The element may still be raw in its dataset:
+    ``element`` converts it on first access (pydicom's conversion, stored in the dataset), so a
+    recipe that only removes elements never pays for converting their values.
     """
 
-    __slots__ = ("element", "is_filemeta", "keys", "name", "parents", "search", "uid")
+    __slots__ = ("_element", "container", "hits", "is_filemeta", "is_seq", "keys", "name",
+                 "parents", "search", "tag", "uid")
 
-    def __init__(self, element: DataElement, name: str, uid: str, is_filemeta: bool = False,
-                 parents: tuple[tuple[int, int], ...] = ()) -> None:
-        self.element = element
+    def __init__(self, element: DataElement | RawDataElement, name: str, uid: str,
+                 is_filemeta: bool = False, parents: tuple[tuple[int, int], ...] = (),
+                 container: Dataset | None = None, static: _Static | None = None) -> None:
+        self.tag = element.tag
+        self.container = container
+        self._element: DataElement | None = None if isinstance(element, RawDataElement) else element
         self.name = name
         self.uid = uid
         self.is_filemeta = is_filemeta
         self.parents = parents
-        self.keys = _lookup_keys(element, name, uid)
-        self.search = _search_strings(element, name)
+        self.is_seq = self._element is not None and isinstance(self._element.value, Sequence)
+        if static is None:
+            conv = self.element
+            creator = conv.private_creator if self.tag.is_private else None
+            static = _static(int(self.tag), creator, name, conv)
+        keys = dict(static.keys)
+        if uid:
+            keys["uid"] = (uid.lower(),)
+        self.keys = keys
+        self.search = static.search
+        self.hits = static.hits
 
     @property
-    def tag(self) -> str:
-        return str(self.element.tag)
+    def element(self) -> DataElement:
+        if self._element is None:
+            assert self.container is not None
+            self._element = self.container[self.tag]
+        return self._element
 
     @property
     def stripped_tag(self) -> str:
-        return re.sub("([(]|[)]|,| )", "", str(self.element.tag))
+        return re.sub("([(]|[)]|,| )", "", str(self.tag))
 
     def snapshot(self) -> DicomField:
         """A deep copy handed to user functions (deid passes deep copies too)."""
@@ -77,6 +98,35 @@ class DicomField:
 
     def __repr__(self) -> str:  # no values: repr may end up in logs
         return f"DicomField(uid={self.uid!r}, name={self.name!r})"
+
+
+class _Static:
+    """What a field's selector keys depend on: tag, private creator and nested name - not the
+    value, not the dataset. Shared between files through a bounded cache of strings (datasets
+    are never cached), with the regex selector results computed so far (``hits``)."""
+
+    __slots__ = ("hits", "keys", "search")
+
+    def __init__(self, keys: dict[str, tuple[str, ...]], search: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.search = search
+        self.hits: dict[tuple[str, str], bool] = {}
+
+
+_STATIC: dict[tuple[int, str | None, str], _Static] = {}
+_STATIC_MAX = 50_000
+
+
+def _static(tag: int, creator: str | None, name: str, element: DataElement) -> _Static:
+    key = (tag, creator, name)
+    found = _STATIC.get(key)
+    if found is None:
+        keys = _lookup_keys(element, name, "")
+        found = _Static(keys, _search_strings(element, name))
+        if len(_STATIC) >= _STATIC_MAX:
+            _STATIC.clear()  # bounded: a run with more distinct fields than this starts over
+        _STATIC[key] = found
+    return found
 
 
 def _private_forms(element: DataElement) -> tuple[str, str]:
@@ -137,16 +187,26 @@ class Selector:
         if self.kind == "exact":
             return any(self.key in keys for keys in entry.keys.values())
         if self.kind in ("regex", "except"):
-            rx = re.compile(self.key, re.IGNORECASE)
-            hit = any(rx.search(s) for s in entry.search)
+            hit = _regex_hit(self, entry)
             return hit if self.kind == "regex" else not hit
         if self.kind == "vr":
             return bool(entry.element.VR == self.key)
         if self.kind == "group":
-            return bool(entry.element.tag.group == self.group)
+            return bool(entry.tag.group == self.group)
         return False
 
 
+def _regex_hit(selector: Selector, entry: DicomField) -> bool:
+    """Does the selector's regex find any of the entry's search strings? (memoised per field kind)"""
+    memo = (selector.kind, selector.key)
+    hit = entry.hits.get(memo)
+    if hit is None:
+        rx = re.compile(selector.key, re.IGNORECASE)
+        hit = entry.hits[memo] = any(rx.search(s) for s in entry.search)
+    return hit
+
+
+@functools.lru_cache(maxsize=4096)
 def compile_selector(text: str) -> Selector:
     """Compile a selector as deid's ``perform_action``/``expand_field_expression`` read it."""
     if re.search("^values", text):
@@ -292,11 +352,52 @@ class FieldIndex:
         if selector.kind == "none":
             return []
         if selector.kind in ("regex", "except"):
-            rx = re.compile(selector.key, re.IGNORECASE)
             want = selector.kind == "regex"
-            return [e for e in self.fields.values()
-                    if any(rx.search(s) for s in e.search) is want]
+            return [e for e in self.fields.values() if _regex_hit(selector, e) is want]
         return [e for e in self.fields.values() if selector.matches(e)]
+
+
+def filter_index(full: FieldIndex, skip: Iterable[str]) -> FieldIndex:
+    """The index :func:`build_index` would give with ``skip``, derived from an unskipped one.
+
+    An entry is left out if its keyword or tag string is skipped, or if an enclosing sequence was
+    left out (a skipped sequence is not descended), exactly as when building with the skip list.
+    """
+    skipped = frozenset(skip)
+    index = FieldIndex()
+    dropped: set[str] = set()
+    for uid, entry in full.fields.items():
+        if entry.parents:
+            parent_uid = uid.rsplit("__", 2)[0]
+            if parent_uid in dropped:
+                dropped.add(uid)
+                continue
+        if _keyword(int(entry.tag)) in skipped or str(entry.tag) in skipped:
+            dropped.add(uid)
+            continue
+        index.add(entry)
+    return index
+
+
+_KEYWORDS: dict[int, str] = {}
+
+
+def _keyword(tag: int) -> str:
+    """pydicom's ``DataElement.keyword`` without building an element ('' for private/repeaters)."""
+    found = _KEYWORDS.get(tag)
+    if found is None:
+        found = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+        _KEYWORDS[tag] = found
+    return found
+
+
+def _creator(dataset: Dataset, tag: BaseTag) -> str | None:
+    """The private creator pydicom would give the element (same rule as ``Dataset.__getitem__``)."""
+    creator_tag = BaseTag((tag.group << 16) | (tag.element >> 8))
+    if tag.element > 0xFF and creator_tag in dataset:
+        value = dataset[creator_tag].value
+        return value if isinstance(value, str) else None
+    return None
 
 
 def build_index(ds: Dataset, skip: Iterable[str] = ()) -> FieldIndex:
@@ -319,18 +420,26 @@ def build_index(ds: Dataset, skip: Iterable[str] = ()) -> FieldIndex:
     while queue:
         dataset, prefix, uprefix, parents = queue.pop(0)
         is_filemeta = isinstance(dataset, FileMetaDataset)
-        for element in dataset:
-            if element.keyword in skipped or str(element.tag) in skipped:
+        for element in dataset.elements():
+            tag = element.tag
+            itag = int(tag)
+            keyword = _keyword(itag)
+            tagstr = f"({itag >> 16:04X},{itag & 0xFFFF:04X})"
+            if keyword in skipped or tagstr in skipped:
                 continue
-            name = element.keyword if prefix is None else f"{prefix}__{element.keyword}"
-            uid = str(element.tag) if uprefix is None else f"{uprefix}__{element.tag}"
-            if uid not in index:  # deid keeps the first of two equal uids (file meta 2nd)
-                index.add(DicomField(element, name, uid, is_filemeta, parents))
-            if isinstance(element.value, Sequence):
-                for idx, item in enumerate(element.value):
+            if isinstance(element, RawDataElement) and element.VR in (None, "SQ", "UN"):
+                element = dataset[tag]  # may be a sequence: convert to find out
+            name = keyword if prefix is None else f"{prefix}__{keyword}"
+            uid = tagstr if uprefix is None else f"{uprefix}__{tagstr}"
+            creator = _creator(dataset, tag) if tag.is_private else None
+            static = _STATIC.get((itag, creator, name))
+            entry = DicomField(element, name, uid, is_filemeta, parents, dataset, static)
+            index.add(entry)
+            if entry.is_seq:
+                for idx, item in enumerate(entry.element.value):
                     if isinstance(item, Dataset):
                         queue.append((item, name, f"{uid}__{idx}",
-                                      (*parents, (int(element.tag), idx))))
+                                      (*parents, (itag, idx))))
     return index
 
 
