@@ -20,8 +20,7 @@ values for truncated files; the checks here catch both:
 * **truncated**: an element's value is shorter than its declared length, the file ends inside an
   element header, inside the file meta, right after the file meta (no data set), inside a
   (native or encapsulated) PixelData element, or before the pixel data of a data set that has Rows
-  and Columns (a
-  header-only image file is therefore reported as truncated: it cannot be de-identified as an image).
+  and Columns (a header-only image file is therefore reported as truncated).
   The PixelData check compares the declared length with the file size (native) or walks the item
   headers (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without
   reading it. Blind spot: a cut exactly at an element boundary (or inside the next 8-byte element
