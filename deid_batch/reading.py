@@ -29,7 +29,7 @@ values for truncated files; the checks here catch both:
 
 Messages say what is wrong with the file; they contain no header value and no path (PACS exports
 are often foldered by patient name: the path is the caller's to show, e.g. in the manifest's
-``source`` column, never repeated in a reason). Paths stay out of messages for the same reason.
+``source`` column, never repeated in a reason).
 """
 
 from __future__ import annotations
