@@ -12,9 +12,10 @@ Runs on the client, no dask. Takes a path or an iterable of paths; returns absol
   names sorted (its files, then its sub-folders). Each entry is listed once: a file given twice,
   a folder given twice, a folder inside another given folder, or a folder reached through a
   symlinked source path is walked once (folders are keyed by device and inode).
-* Memory: the result is a plain ``list[str]``, about 60 bytes + the path length per entry (a
-  100-character path costs ~170 bytes with the list slot: ~170 MB for a million files); the
-  visited-folder set costs ~100 bytes per folder.
+* Memory: the result is a plain ``list[str]``: 57 bytes + the path length per entry (measured with
+  tracemalloc; ~160 MB for a million 100-character paths); the visited-folder set costs ~100 bytes
+  per folder; one folder's entries are held at a time while sorting. Time: 100,000 entries in
+  ~0.3 s on a local disk.
 
 :func:`check_output_location` refuses an output folder equal to or inside an input folder, and an
 input inside the output folder (symlinks resolved), before anything is read or written.
