@@ -422,3 +422,17 @@ def manifest_rows(manifest_dir: str | os.PathLike[str], output_folder: str | Non
         code = r["reason"].split(":", 1)[0] if r["reason"] else None
         rows.append((r["source"], out, r["status"], code, tuple(r["warnings"] or ())))
     return sorted(rows)
+
+
+def permissions_enforced() -> bool:
+    """Does chmod 000 deny this process reads? (Not for root with CAP_DAC_OVERRIDE.)"""
+    import tempfile
+
+    fd, probe = tempfile.mkstemp()
+    os.close(fd)
+    try:
+        os.chmod(probe, 0)
+        return not os.access(probe, os.R_OK)
+    finally:
+        os.chmod(probe, 0o600)
+        os.unlink(probe)

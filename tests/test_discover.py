@@ -9,7 +9,7 @@ import pytest
 
 from deid_batch.discover import check_output_location, discover
 from deid_batch.errors import ConfigError
-from tests.hostile import make_dicom, make_hostile_archive
+from tests.hostile import make_dicom, make_hostile_archive, permissions_enforced
 
 
 def test_every_hostile_entry_is_listed_exactly_once(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_deep_folders_do_not_hit_the_recursion_limit(tmp_path: Path) -> None:
     assert discover(tmp_path / "in") == [str(deep / "a.dcm")]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder: permissions do not apply")
+@pytest.mark.skipif(not permissions_enforced(), reason="chmod 000 does not deny listing here (root)")
 def test_unlistable_folder_is_listed_itself(tmp_path: Path) -> None:
     locked = tmp_path / "in" / "locked"
     make_dicom(locked / "a.dcm")
