@@ -6,6 +6,11 @@ returns ``{absolute path: (expected Status, expected Reason or None)}``; good fi
 ``(Status.WRITTEN, None)``.  Kinds the current process cannot produce (a permission-denied file when
 running as root, a FIFO on a platform without ``mkfifo``) are left out of the returned mapping.
 
+Also: ``tree_digest`` (checksums of a tree: contents, modes, mtimes, links), ``manifest_rows``
+(a run's manifest as sorted comparable tuples) and ``permissions_enforced`` (does chmod 000 deny
+reads here? not for root unless its DAC capabilities are dropped, e.g. ``setpriv
+--inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search``).
+
 Importable by every test module: ``from tests.hostile import make_hostile_archive``.
 """
 
