@@ -136,10 +136,13 @@ def _setup_logging(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore", module=r"pydicom\..*")
 
 
-def _load_dask_config(args: argparse.Namespace) -> None:
+def _load_dask_config(args: argparse.Namespace) -> Any:
+    """A context in which the ``--dask-config`` settings apply (nothing when not given)."""
+    import contextlib
+
     path = getattr(args, "dask_config", None)
     if not path:
-        return
+        return contextlib.nullcontext()
     import dask.config
     import yaml
 
@@ -150,9 +153,9 @@ def _load_dask_config(args: argparse.Namespace) -> None:
             data = yaml.safe_load(fh) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__})") from None
-    dask.config.update(dask.config.config, data, priority="new")
     if not args.scheduler and args.workers is None and data.get("scheduler-address"):
         args.scheduler = data["scheduler-address"]
+    return dask.config.set(data)
 
 
 def _workers(args: argparse.Namespace) -> int | None:
@@ -286,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args)
     try:
-        _load_dask_config(args)
-        return COMMANDS[args.command](args)
+        with _load_dask_config(args):
+            return COMMANDS[args.command](args)
     except DeidBatchError as exc:
         print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
         return 2

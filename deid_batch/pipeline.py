@@ -74,7 +74,7 @@ def open_executor(client: Any = None, *, workers: int | None = None,
 
     if scheduler:
         try:
-            c = Client(scheduler, timeout="20s")
+            c = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect", "30s"))
         except (OSError, TimeoutError) as exc:
             raise ConfigError(
                 f"cannot connect to the dask scheduler at {scheduler} ({type(exc).__name__}); "

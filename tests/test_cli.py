@@ -64,7 +64,9 @@ def test_mapping_with_duplicate_keys_is_refused_before_writing(small_archive, tm
 
 
 def test_unreachable_scheduler_is_a_usage_error(small_archive, tmp_path, capsys):
+    config = tmp_path / "dask.yaml"
+    config.write_text("distributed:\n  comm:\n    timeouts:\n      connect: 2s\n")
     code = main(["scan", str(small_archive), "--ids", str(tmp_path / "ids.parquet"),
-                 "--scheduler", "tcp://127.0.0.1:1"])
+                 "--scheduler", "tcp://127.0.0.1:1", "--dask-config", str(config)])
     assert code == 2
     assert "cannot connect" in capsys.readouterr().err
