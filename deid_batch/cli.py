@@ -155,7 +155,18 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__})") from None
     if not args.scheduler and args.workers is None and data.get("scheduler-address"):
         args.scheduler = data["scheduler-address"]
-    return dask.config.set(data)
+    return dask.config.set(_dotted(data))
+
+
+def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML settings as dotted keys, so they update dask's config instead of replacing it."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _workers(args: argparse.Namespace) -> int | None:
