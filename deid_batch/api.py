@@ -275,6 +275,38 @@ def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
     return keys_table, mapping, functions
 
 
+def _lost_partition(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
+    """Manifest rows for a partition whose worker died more often than dask retries it."""
+    reason = f"{Reason.WORKER_LOST.value}: the worker processing this partition was lost repeatedly"
+    return pa.RecordBatch.from_pylist(
+        [{"source": s, "output": None, "status": Status.FAILED.value, "reason": reason,
+          "warnings": [], "partition": i} for s, _v in chunk], schema=MANIFEST)
+
+
+def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
+                        entity: str, item: str, cfg: DeidConfig, ex: Executor,
+                        report: ApplyReport) -> list[Mapping[str, Any] | None]:
+    """Each file's variables from the mapping join (scanning first if no identifiers were given)."""
+    if mapping is None:
+        return [None] * len(paths)
+    if keys_table is None:
+        ids_path = os.path.join(report.manifest, "_identifiers.parquet")
+        logger.info("gathering identifiers of %d files for the mapping join", len(paths))
+        keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip), ex,
+                                 parquet_path=ids_path, keep_fields=False)
+        report.identifiers = ids_path
+    joined = join_variables(keys_table, mapping, entity, item)
+    report.summary.unmapped = joined.unmapped
+    if joined.unmapped:
+        logger.warning("%d files have no row in the mapping; their var: lookups are missing",
+                       joined.unmapped)
+    by_source: dict[str, dict[str, Any]] = {}
+    for row in joined.table.to_pylist():
+        src = row.pop("source")
+        by_source[src] = {k: v for k, v in row.items() if v is not None}
+    return [by_source.get(p) for p in paths]
+
+
 def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any = None,
               output_folder: str | None = None, overwrite: bool = False, remove_private: bool = True,
               entity_id: str | None = None, item_id: str | None = None, client: Any = None,
@@ -288,12 +320,6 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
-    default_options = EngineOptions()
-    options = EngineOptions(
-        remove_private=remove_private,
-        skip=cfg.skip if config is not None else default_options.skip,
-        put_actions=cfg.put_actions if cfg.put_actions is not None else default_options.put_actions,
-    )
     paths = discover(files)
     if output_folder is None:
         output_folder = tempfile.mkdtemp(prefix="deid-batch-")
@@ -305,8 +331,12 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
     _check_manifest_location(files, output_folder, manifest_dir)
     key = keys_mod.resolve_key(manifest_dir, key_file)
-    options = EngineOptions(remove_private=options.remove_private, uid_key=key, skip=options.skip,
-                            put_actions=options.put_actions)
+    default_options = EngineOptions()
+    options = EngineOptions(
+        remove_private=remove_private, uid_key=key,
+        skip=cfg.skip if config is not None else default_options.skip,
+        put_actions=cfg.put_actions if cfg.put_actions is not None else default_options.put_actions,
+    )
     all_functions = {**id_functions, **dict(functions or {})}
     size = partition_size(len(paths), partition)
     fingerprint = {
@@ -331,24 +361,7 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     with open_executor(client, workers=workers, scheduler=scheduler) as ex:
         if on_start is not None:
             on_start(ex)
-        rows_vars: list[Mapping[str, Any] | None] = [None] * len(paths)
-        if mapping is not None:
-            if keys_table is None:
-                ids_path = os.path.join(manifest_dir, "_identifiers.parquet")
-                logger.info("gathering identifiers of %d files for the mapping join", len(paths))
-                keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip), ex,
-                                         parquet_path=ids_path, keep_fields=False)
-                report.identifiers = ids_path
-            joined = join_variables(keys_table, mapping, entity, item)
-            report.summary.unmapped = joined.unmapped
-            if joined.unmapped:
-                logger.warning("%d files have no row in the mapping; their var: lookups are missing",
-                               joined.unmapped)
-            by_source = {}
-            for row in joined.table.to_pylist():
-                src = row.pop("source")
-                by_source[src] = {k: v for k, v in row.items() if v is not None}
-            rows_vars = [by_source.get(p) for p in paths]
+        rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report)
         items = list(zip(paths, rows_vars))
         apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                    tuple(sorted(all_functions.items())))
@@ -360,14 +373,8 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
             logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
         _notify(progress, done, total)
 
-        def lost(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
-            reason = f"{Reason.WORKER_LOST.value}: the worker processing this partition was lost repeatedly"
-            return pa.RecordBatch.from_pylist(
-                [{"source": s, "output": None, "status": Status.FAILED.value, "reason": reason,
-                  "warnings": [], "partition": i} for s, _v in chunk], schema=MANIFEST)
-
         for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
-                                          skip=frozenset(done_parts), on_lost=lost):
+                                          skip=frozenset(done_parts), on_lost=_lost_partition):
             store.write_part(i, batch)
             for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
                 if status == Status.EXISTS.value:
