@@ -29,22 +29,27 @@ from typing import Any
 
 import pydicom
 from pydicom.datadict import DicomDictionary, keyword_dict
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as PydicomSequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from deid_batch.errors import DatasetError, RecipeError
 from deid_batch.fields import (
     DicomField,
     FieldIndex,
     Selector,
+    _creator,
+    _keyword,
     build_index,
     compile_selector,
+    field_static,
     filter_index,
     locate_parent,
+    static_hit,
 )
 from deid_batch.functions import BUILTINS, jitter_days, jitter_element
+from deid_batch.plan import KEEP, SHIELD, SKIP, RemoveBatch, Step, Whitelist
 from deid_batch.recipe import HEADER_ACTIONS, Recipe, RecipeAction, load_recipe
 
 __all__ = [
@@ -157,7 +162,7 @@ class _Run:
 
     def __init__(self, ds: Dataset, recipe: Recipe, variables: Mapping[str, Any],
                  functions: Mapping[str, Callable[..., Any]], options: EngineOptions,
-                 source: str) -> None:
+                 source: str, fast: bool = True) -> None:
         self.ds = ds
         self.recipe = recipe
         self.options = options
@@ -170,6 +175,7 @@ class _Run:
         self.index = FieldIndex()
         self._full: FieldIndex | None = None
         self.action: RecipeAction | None = None
+        self.fast = fast
         self.shields: list[Selector] = [
             s for s in (compile_selector(a.field) for a in recipe.header
                         if a.action in ("REPLACE", "JITTER") and a.field)
@@ -182,21 +188,19 @@ class _Run:
                              f"{message}")
 
     def execute(self) -> None:
-        keeps = self._keep_uids()
-        if self._full is not None:
-            self.index = filter_index(self._full, self.config_skip | keeps)
-            self._full = None
+        plan = self.recipe.plan if self.fast else None
+        steps: tuple[Step, ...]
+        if plan is not None and plan.whitelist is not None and \
+                self._whitelist_remove_all(plan.whitelist):
+            steps = plan.whitelist.after
         else:
-            self.index = build_index(self.ds, self.config_skip | keeps)
-        initial = self.index
-        lists: dict[str, Any] = {}
-        for name, entries in self.recipe.values:
-            lists[name] = self._values_list(entries, initial)
-        for name, entries in self.recipe.fields:
-            lists[name] = self._fields_list(entries, initial)
-        self.lookup.update(lists)
-        for action in self.recipe.header:
-            self.perform(action)
+            self._build()
+            steps = plan.steps if plan is not None else self.recipe.header
+        for step in steps:
+            if isinstance(step, RemoveBatch):
+                self.remove_batch(step)
+            else:
+                self.perform(step)
         for action in self.options.put_actions:
             self.perform(action)
         self.action = None
@@ -210,6 +214,116 @@ class _Run:
         if meta is not None:
             for _ in meta:
                 pass
+
+    def _build(self) -> None:
+        """KEEP uids, the field index and the %values/%fields lists (deid's parse start)."""
+        keeps = self._keep_uids()
+        if self._full is not None:
+            self.index = filter_index(self._full, self.config_skip | keeps)
+            self._full = None
+        else:
+            self.index = build_index(self.ds, self.config_skip | keeps)
+        initial = self.index
+        lists: dict[str, Any] = {}
+        for name, entries in self.recipe.values:
+            lists[name] = self._values_list(entries, initial)
+        for name, entries in self.recipe.fields:
+            lists[name] = self._fields_list(entries, initial)
+        self.lookup.update(lists)
+
+    def _whitelist_remove_all(self, plan: Whitelist) -> bool:
+        """KEEP + index + ``REMOVE ALL`` of a whitelist recipe, decided per top-level element.
+
+        Returns False, having changed nothing, when this dataset needs the generic path (a
+        sequence that a REPLACE/JITTER selector shields, or group 0002 outside the file meta /
+        other groups inside it). Otherwise the dataset and ``self.index`` are left exactly as
+        the generic path leaves them after its ``REMOVE ALL``.
+        """
+        ds = self.ds
+        flags = plan.flags_for(self.config_skip)
+        skip = self.config_skip
+        containers: list[tuple[Dataset, bool]] = [(ds, False)] if ds else []
+        meta = getattr(ds, "file_meta", None)
+        if meta:
+            containers.append((meta, isinstance(meta, FileMetaDataset)))
+        seen: list[tuple[Dataset, bool, Any, int]] = []
+        kept: set[int] = set()
+        for container, is_meta in containers:
+            for element in container.elements():
+                tag = element.tag
+                itag = int(tag)
+                if ((itag >> 16) == 2) is not is_meta:
+                    return False
+                key = (itag, _creator(container, tag) if tag.is_private else None)
+                flag = flags.get(key)
+                if flag is None:
+                    flag = flags[key] = _whitelist_flags(plan, container, tag, skip)
+                if flag & KEEP:
+                    kept.add(itag)
+                seen.append((container, is_meta, element, flag))
+        # deid converts (to index them) the raw sequences / UN / unknown-VR elements it reaches
+        # before any action; a malformed one fails the dataset there, so we convert them too
+        reach_skip = frozenset() if plan.keeps else skip
+        pending: list[Dataset] = []
+        survivors: list[tuple[Dataset, bool, Any, int]] = []
+        doomed: list[tuple[Dataset, BaseTag]] = []
+        for container, is_meta, element, flag in seen:
+            tag = element.tag
+            protected = flag & SKIP or int(tag) in kept
+            if isinstance(element, RawDataElement) and element.VR in (None, "SQ", "UN") and \
+                    (plan.keeps or not protected):
+                element = container[tag]
+            if protected:
+                if plan.keeps and isinstance(element.value, PydicomSequence):
+                    pending.extend(i for i in element.value if isinstance(i, Dataset))
+                continue
+            if flag & SHIELD:
+                if isinstance(element.value, PydicomSequence):
+                    return False
+                survivors.append((container, is_meta, element, flag))
+            else:
+                if isinstance(element.value, PydicomSequence):
+                    pending.extend(i for i in element.value if isinstance(i, Dataset))
+                doomed.append((container, tag))
+        _reach(pending, reach_skip)
+        for container, tag in doomed:
+            del container[tag]
+        index = self.index = FieldIndex()
+        for container, is_meta, element, _ in survivors:
+            tag = element.tag
+            itag = int(tag)
+            name = _keyword(itag)
+            static = field_static(container, tag, name)
+            index.add(DicomField(element, name, f"({itag >> 16:04X},{itag & 0xFFFF:04X})",
+                                 is_meta, (), container, static))
+        return True
+
+    def remove_batch(self, batch: RemoveBatch) -> None:
+        """A run of plain REMOVE lines in one pass (see :mod:`deid_batch.plan`)."""
+        self.action = batch.actions[0]
+        key, uid_keys, selectors = batch.memo_key, batch.uid_keys, batch.selectors
+        matches = []
+        for entry in self.index.fields.values():
+            hit = entry.hits.get(key)
+            if hit is None:
+                hit = entry.hits[key] = any(static_hit(s, entry.static, entry.tag)
+                                            for s in selectors)
+            if hit or (uid_keys and entry.uid.lower() in uid_keys):
+                matches.append(entry)
+        removed: list[str] = []
+        fields = self.index.fields
+        for fld in matches:
+            if fld.uid not in fields:
+                continue
+            # an entry below a sequence removed by this batch is still listed (its removal from
+            # the index is deferred to one pass below): it has no parent any more
+            parent = locate_parent(self.ds, fld)
+            if parent is None or fld.tag not in parent or self.shielded(fld):
+                continue
+            del parent[fld.tag]
+            self.index.remove(fld.uid)
+            removed.append(fld.uid)
+        self.index.remove_descendants(removed)
 
     def _keep_uids(self) -> frozenset[str]:
         keeps = [a for a in self.recipe.header if a.action == "KEEP" and a.field]
@@ -311,7 +425,8 @@ class _Run:
             if kind == "deid_func":
                 name, _, extras = option.partition(" ")
                 fn = BUILTINS[name]
-                fld = target.snapshot() if isinstance(target, DicomField) else target
+                # our built-ins only read the field: no defensive copy (user functions get one)
+                fld = target
                 if name == "jitter":
                     return self._jitter_builtin(fld, extras)
                 return fn(dicom=self.ds, value=raw, field=fld, item=self.lookup, extras=extras,
@@ -483,6 +598,38 @@ class _Run:
         self.index.remove_children(str(tag))
 
 
+def _whitelist_flags(plan: Whitelist, container: Dataset, tag: BaseTag, skip: frozenset[str]
+                     ) -> int:
+    """KEEP/SHIELD/SKIP flags of a top-level element (name = keyword, uid = tag string)."""
+    itag = int(tag)
+    name = _keyword(itag)
+    flag = SKIP if name in skip or f"({itag >> 16:04X},{itag & 0xFFFF:04X})" in skip else 0
+    static = field_static(container, tag, name)
+    if any(static_hit(s, static, itag) for s in plan.keeps):
+        flag |= KEEP
+    if any(static_hit(s, static, itag) for s in plan.shields):
+        flag |= SHIELD
+    return flag
+
+
+def _reach(items: list[Dataset], skip: frozenset[str]) -> None:
+    """Convert what :func:`build_index` converts below ``items`` (breadth-first, same order)."""
+    queue = list(items)
+    while queue:
+        dataset = queue.pop(0)
+        for element in dataset.elements():
+            itag = int(element.tag)
+            if skip and (_keyword(itag) in skip
+                         or f"({itag >> 16:04X},{itag & 0xFFFF:04X})" in skip):
+                continue
+            if isinstance(element, RawDataElement):
+                if element.VR not in (None, "SQ", "UN"):
+                    continue
+                element = dataset[element.tag]
+            if isinstance(element.value, PydicomSequence):
+                queue.extend(i for i in element.value if isinstance(i, Dataset))
+
+
 def _add_tag(name: str) -> tuple[Tag, str]:
     """ADD's target: a dictionary keyword (its tag and VR) or a bare 8-hex tag (VR ST)."""
     if name in keyword_dict:
@@ -526,9 +673,28 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
         ``reason="deid-error"`` when this dataset cannot be de-identified; the message names the
         source, the recipe line and the action, never a header value.
     """
+    return _deidentify(ds, recipe, variables, functions, options, source, fast=True)
+
+
+def deidentify_dataset_generic(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
+                               variables: Mapping[str, Any] | None = None, *,
+                               functions: Mapping[str, Callable[..., Any]] | None = None,
+                               options: EngineOptions | None = None,
+                               source: str | None = None) -> EngineResult:
+    """:func:`deidentify_dataset` without the compiled plan (no whitelist shortcut, no batched
+    REMOVE): every header action runs on its own, as deid runs it. The reference the plan is
+    tested against; same results, slower."""
+    return _deidentify(ds, recipe, variables, functions, options, source, fast=False)
+
+
+def _deidentify(ds: pydicom.Dataset, recipe: Recipe | str | None,
+                variables: Mapping[str, Any] | None,
+                functions: Mapping[str, Callable[..., Any]] | None,
+                options: EngineOptions | None, source: str | None, *, fast: bool
+                ) -> EngineResult:
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
-               source or "<dataset>")
+               source or "<dataset>", fast)
     try:
         run.execute()
     except DatasetError as exc:

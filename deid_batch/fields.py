@@ -25,12 +25,15 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 __all__ = [
+    "STATIC_KINDS",
     "DicomField",
     "FieldIndex",
     "Selector",
     "build_index",
     "compile_selector",
+    "field_static",
     "selector_problem",
+    "static_hit",
 ]
 
 _EXPANDER_SPLIT_RE = re.compile(r'^([^:"]*(?:"[^"]*"[^:"]*)*):(.*)$')
@@ -54,7 +57,7 @@ class DicomField:
     """
 
     __slots__ = ("_element", "container", "hits", "is_filemeta", "is_seq", "keys", "name",
-                 "parents", "search", "tag", "uid")
+                 "parents", "search", "static", "tag", "uid")
 
     def __init__(self, element: DataElement | RawDataElement, name: str, uid: str,
                  is_filemeta: bool = False, parents: tuple[tuple[int, int], ...] = (),
@@ -71,6 +74,7 @@ class DicomField:
             conv = self.element
             creator = conv.private_creator if self.tag.is_private else None
             static = _static(int(self.tag), creator, name, conv)
+        self.static = static
         keys = dict(static.keys)
         if uid:
             keys["uid"] = (uid.lower(),)
@@ -206,6 +210,44 @@ def _regex_hit(selector: Selector, entry: DicomField) -> bool:
     return hit
 
 
+#: selector kinds whose result depends only on a field's tag, private creator, nested name and
+#: uid (never on its value or VR): these can be decided from the shared :class:`_Static` part.
+STATIC_KINDS = frozenset({"all", "exact", "regex", "except", "group", "none"})
+
+
+def static_hit(selector: Selector, static: _Static, tag: int) -> bool:
+    """:meth:`Selector.matches` for a field known by its static part (``selector.kind`` in
+    :data:`STATIC_KINDS`); an exact key is compared with every static key, not with the uid
+    (a top-level uid equals the tag key; nested uids are the caller's to compare)."""
+    kind = selector.kind
+    if kind == "all":
+        return True
+    if kind == "exact":
+        return any(selector.key in keys for keys in static.keys.values())
+    if kind in ("regex", "except"):
+        memo = (kind, selector.key)
+        hit = static.hits.get(memo)
+        if hit is None:
+            rx = re.compile(selector.key, re.IGNORECASE)
+            hit = static.hits[memo] = any(rx.search(s) for s in static.search)
+        return hit if kind == "regex" else not hit
+    if kind == "group":
+        return (tag >> 16) == selector.group
+    return False
+
+
+def field_static(dataset: Dataset, tag: BaseTag, name: str) -> _Static:
+    """The :class:`_Static` of an element of ``dataset`` named ``name`` (as :func:`build_index`
+    gets it: from the shared cache, else computed from the converted element)."""
+    creator = _creator(dataset, tag) if tag.is_private else None
+    static = _STATIC.get((int(tag), creator, name))
+    if static is None:
+        conv = dataset[tag]
+        creator = conv.private_creator if tag.is_private else None
+        static = _static(int(tag), creator, name, conv)
+    return static
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_selector(text: str) -> Selector:
     """Compile a selector as deid's ``perform_action``/``expand_field_expression`` read it."""
@@ -301,7 +343,20 @@ class FieldIndex:
 
     def __init__(self) -> None:
         self.fields: dict[str, DicomField] = {}
-        self.tables: dict[str, dict[str, dict[str, DicomField]]] = {t: {} for t in _TABLES}
+        # The exact-match tables are built on the first exact lookup (many recipes never make
+        # one) and maintained from then on; built from ``fields`` they have the same order.
+        self._tables: dict[str, dict[str, dict[str, DicomField]]] | None = None
+
+    @property
+    def tables(self) -> dict[str, dict[str, dict[str, DicomField]]]:
+        if self._tables is None:
+            tables: dict[str, dict[str, dict[str, DicomField]]] = {t: {} for t in _TABLES}
+            for uid, entry in self.fields.items():
+                for table, keys in entry.keys.items():
+                    for key in keys:
+                        tables[table].setdefault(key, {})[uid] = entry
+            self._tables = tables
+        return self._tables
 
     def __contains__(self, uid: object) -> bool:
         return uid in self.fields
@@ -316,26 +371,45 @@ class FieldIndex:
         if entry.uid in self.fields:
             self.remove(entry.uid)
         self.fields[entry.uid] = entry
-        for table, keys in entry.keys.items():
-            for key in keys:
-                self.tables[table].setdefault(key, {})[entry.uid] = entry
+        tables = self._tables
+        if tables is not None:
+            for table, keys in entry.keys.items():
+                for key in keys:
+                    tables[table].setdefault(key, {})[entry.uid] = entry
 
     def remove(self, uid: str) -> None:
         entry = self.fields.pop(uid, None)
         if entry is None:
             return
+        tables = self._tables
+        if tables is None:
+            return
         for table, keys in entry.keys.items():
             for key in keys:
-                bucket = self.tables[table].get(key)
+                bucket = tables[table].get(key)
                 if bucket is not None:
                     bucket.pop(uid, None)
                     if not bucket:
-                        del self.tables[table][key]
+                        del tables[table][key]
 
     def remove_children(self, uid: str) -> None:
         prefix = uid + "__"
         for child in [u for u in self.fields if u.startswith(prefix)]:
             self.remove(child)
+
+    def remove_descendants(self, uids: Iterable[str]) -> None:
+        """Drop every entry below any of ``uids`` in one pass (entries are in breadth-first
+        order, so a parent is always seen before its children)."""
+        gone = set(uids)
+        if not gone:
+            return
+        doomed = []
+        for uid, entry in self.fields.items():
+            if entry.parents and uid.rsplit("__", 2)[0] in gone:
+                gone.add(uid)
+                doomed.append(uid)
+        for uid in doomed:
+            self.remove(uid)
 
     def exact(self, key: str) -> list[DicomField]:
         """deid ``get_exact_matches``: the tables concatenated, de-duplicated by uid."""

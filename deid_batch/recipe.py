@@ -12,6 +12,7 @@ A :class:`Recipe` is frozen, picklable and hashable; build it once per run and p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -21,10 +22,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deid_batch.errors import Problem, RecipeError
 from deid_batch.fields import selector_problem
+
+if TYPE_CHECKING:
+    from deid_batch.plan import Plan
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -149,6 +153,19 @@ class Recipe:
 
     def values_names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.values)
+
+    @functools.cached_property
+    def plan(self) -> Plan:
+        """The compiled execution plan (:mod:`deid_batch.plan`), built on first use and kept
+        with this object (not pickled: each worker compiles its own once)."""
+        from deid_batch.plan import compile_plan
+
+        return compile_plan(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("plan", None)
+        return state
 
     def fields_names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.fields)
