@@ -140,7 +140,7 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
 
     try:
         for i, (ids, errors), n in run_partitions(executor, scan_partition, paths, scan_config,
-                                                  size=size, on_lost=lost):
+                                                  size=size, on_lost=lost, combine=_combine_scan):
             errs.append(errors)
             pending[i] = ids
             while nxt in pending:
@@ -166,6 +166,10 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     if errors_path:
         pq.write_table(errors_table, errors_path)
     return table, errors_table
+
+
+def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    return (pa.concat_batches([p[0] for p in parts]), pa.concat_batches([p[1] for p in parts]))
 
 
 def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id: str | None = None,
@@ -374,7 +378,8 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
         _notify(progress, done, total)
 
         for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
-                                          skip=frozenset(done_parts), on_lost=_lost_partition):
+                                          skip=frozenset(done_parts), on_lost=_lost_partition,
+                                          combine=pa.concat_batches):
             store.write_part(i, batch)
             for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
                 if status == Status.EXISTS.value:

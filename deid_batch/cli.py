@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTDIR")
     p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    p.add_argument("--recipe", action="append", metavar="R",
+                   help="the recipe the outputs were made with: for a remove-everything recipe, any "
+                   "original value outside its KEEP list is a hit (strict); otherwise verify infers "
+                   "what was kept on purpose")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -253,9 +257,17 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deid_batch.verify import verify
+    from deid_batch.verify import recipe_keeps, verify
 
-    hits = verify(args.output, args.ids, manifest=args.manifest)
+    keep = None
+    if args.recipe:
+        from deid_batch.recipe import load_recipe
+
+        keep = recipe_keeps(load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0]))
+    manifest = args.manifest
+    if manifest is None and os.path.isdir(args.output.rstrip(os.sep) + ".manifest"):
+        manifest = args.output.rstrip(os.sep) + ".manifest"
+    hits = verify(args.output, args.ids, manifest=manifest, keep=keep)
     for hit in hits:
         print(f"LEAK {hit.file} {hit.tag_path} ({hit.kind})")
     print(f"verify: {len(hits)} hit(s) in {args.output}")

@@ -102,7 +102,10 @@ class ManifestStore:
                     + ", ".join(diff)
                     + "; resume with the same settings, or start a new run with another --out/--manifest"
                 )
-            return parts
+            retry = self._partitions_with_lost_workers(parts)
+            if retry:
+                logger.info("--resume: %d partitions with worker-lost files are run again", len(retry))
+            return parts - retry
         if parts:
             logger.info("replacing the manifest of an earlier run in %s", self.folder)
             for partition in parts:
@@ -112,6 +115,14 @@ class ManifestStore:
             json.dump(dict(fingerprint), fh, indent=1, sort_keys=True)
         os.replace(tmp, run_file)
         return set()
+
+    def _partitions_with_lost_workers(self, parts: set[int]) -> set[int]:
+        lost = set()
+        for partition in parts:
+            reasons = pq.read_table(self.part_path(partition), columns=["reason"]).column("reason")
+            if any(r and r.startswith("worker-lost") for r in reasons.to_pylist()):
+                lost.add(partition)
+        return lost
 
     def part_path(self, partition: int) -> str:
         return os.path.join(self.folder, f"part-{partition:06d}.parquet")

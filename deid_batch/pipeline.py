@@ -95,15 +95,36 @@ def open_executor(client: Any = None, *, workers: int | None = None,
         cluster.close()
 
 
+def _one_by_one(executor: Executor, func: Callable[..., T], chunk: Sequence[Any], config: Any, i: int,
+                on_lost: Callable[[int, Sequence[Any], BaseException], T],
+                combine: Callable[[list[T]], T]) -> T:
+    """Re-run a lost partition one item per task, so only the item that kills workers is lost.
+
+    Tasks go one at a time: a task that is merely queued on a dying worker shares the blame.
+    """
+    results: list[T] = []
+    for item in chunk:
+        future = executor.client.submit(func, [item], config, i, pure=False)
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - this item keeps killing its worker
+            results.append(on_lost(i, [item], exc))
+        future.release()
+    return combine(results)
+
+
 def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[Any], config: Any,
                    *, size: int, skip: frozenset[int] = frozenset(),
                    on_lost: Callable[[int, Sequence[Any], BaseException], T] | None = None,
+                   combine: Callable[[list[T]], T] | None = None,
                    ) -> Iterator[tuple[int, T, int]]:
     """Run ``func(partition_items, config, index)`` over a dask bag of ``items``.
 
     Yields ``(partition index, result, number of items)`` as partitions finish (in order on the
     synchronous scheduler). Partitions in ``skip`` are not run. A partition whose task fails
-    (e.g. its worker was killed more often than the scheduler retries) is passed to ``on_lost``.
+    (its worker was killed more often than the scheduler retries, e.g. by one file that crashes
+    the process) is re-run one item per task when ``combine`` is given, so only the guilty items
+    are passed to ``on_lost``; without ``combine`` the whole partition is.
     """
     if not items:
         return
@@ -128,8 +149,13 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[A
         except Exception as exc:  # noqa: BLE001 - a lost partition must still be accounted for
             if on_lost is None:
                 raise
-            logger.error("partition %d failed on the cluster (%s); its files are marked failed",
-                         i, type(exc).__name__)
-            result = on_lost(i, chunks[i], exc)
+            if combine is not None and len(chunks[i]) > 1:
+                logger.warning("partition %d lost its worker repeatedly (%s); re-running its files "
+                               "one by one", i, type(exc).__name__)
+                result = _one_by_one(executor, func, chunks[i], config, i, on_lost, combine)
+            else:
+                logger.error("partition %d failed on the cluster (%s); its files are marked failed",
+                             i, type(exc).__name__)
+                result = on_lost(i, chunks[i], exc)
         future.release()
         yield i, result, len(chunks[i])

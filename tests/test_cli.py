@@ -70,3 +70,21 @@ def test_unreachable_scheduler_is_a_usage_error(small_archive, tmp_path, capsys)
                  "--scheduler", "tcp://127.0.0.1:1", "--dask-config", str(config)])
     assert code == 2
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_verify_with_the_recipe_is_strict_and_exits_1_on_kept_identifiers(small_archive, tmp_path, capsys):
+    ids = tmp_path / "ids.parquet"
+    assert main(["scan", str(small_archive), "--ids", str(ids), "--workers", "0", "--no-progress"]) == 0
+    recipe = tmp_path / "keep-names.recipe"
+    recipe.write_text("FORMAT dicom\n%header\nADD PatientIdentityRemoved YES\n")
+    out = tmp_path / "out"
+    assert main(["apply", str(small_archive), "--out", str(out), "--recipe", str(recipe),
+                 "--workers", "0", "--no-progress"]) == 0
+    default = str(__import__("pathlib").Path(__file__).parent.parent / "configs" / "deid.remove-everything")
+    capsys.readouterr()
+    assert main(["verify", str(out), "--ids", str(ids), "--recipe", default]) == 1
+    text = capsys.readouterr().out
+    assert "LEAK" in text and "PatientName (PN)" in text
+    clean = tmp_path / "clean"
+    assert main(["apply", str(small_archive), "--out", str(clean), "--workers", "0", "--no-progress"]) == 0
+    assert main(["verify", str(clean), "--ids", str(ids), "--recipe", default]) == 0
