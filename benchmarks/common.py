@@ -78,6 +78,7 @@ class RssPeaks:
     load_before: float = 0.0  # 1-minute load average when the command started
     root_cpu: float = 0.0  # CPU seconds of the started process (last sample before it exited)
     child_cpu: dict[int, float] = field(default_factory=dict)  # same, per descendant
+    series: list[tuple[float, int, int]] = field(default_factory=list)  # (s, root, child max)
     child_pids: set[int] = field(default_factory=set)
 
 
@@ -88,6 +89,8 @@ class RssSampler:
         self.proc = psutil.Process(pid)
         self.interval = interval
         self.peaks = RssPeaks()
+        self._t0 = time.perf_counter()
+        self._next_series = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -109,6 +112,7 @@ class RssSampler:
             except psutil.Error:
                 return
             total = root
+            child_max = 0
             for child in children:
                 try:
                     rss = child.memory_info().rss
@@ -117,11 +121,16 @@ class RssSampler:
                 except psutil.Error:
                     continue
                 total += rss
+                child_max = max(child_max, rss)
                 self.peaks.child_pids.add(child.pid)
                 self.peaks.child_max = max(self.peaks.child_max, rss)
             self.peaks.root = max(self.peaks.root, root)
             self.peaks.total = max(self.peaks.total, total)
             self.peaks.samples += 1
+            now = time.perf_counter() - self._t0
+            if now >= self._next_series:  # one point a second: RSS over the run
+                self.peaks.series.append((round(now, 2), root, child_max))
+                self._next_series = now + 1.0
             self._stop.wait(self.interval)
 
 
@@ -147,9 +156,7 @@ def run_sampled(
             out, err = proc.communicate()
     wall = time.perf_counter() - t0
     usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sampler.peaks.cpu_seconds = (usage1.ru_utime + usage1.ru_stime) - (
-        usage0.ru_utime + usage0.ru_stime
-    )
+    sampler.peaks.cpu_seconds = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
     sampler.peaks.load_before = load
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, sampler.peaks
 

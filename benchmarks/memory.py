@@ -73,7 +73,7 @@ def _cli() -> str | None:
     return exe if probe.returncode == 0 and "apply" in probe.stdout else None
 
 
-def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None) -> dict[str, Any]:
+def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None, partition: int | None) -> dict[str, Any]:
     clean(out)
     if exe is not None:
         if verb == "scan":
@@ -82,6 +82,8 @@ def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None) -> 
         else:
             cmd = [exe, "apply", str(farm), "--out", str(out), "--recipe", "dicom"]
         cmd += ["--workers", str(workers), "--no-progress", "-q"]
+        if partition and verb == "apply":
+            cmd += ["--partition-size", str(partition)]
         method = "cli"
     else:
         listing = out.parent / "memory-files.txt"
@@ -111,7 +113,13 @@ def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None) -> 
         "rss_client": peaks.root,
         "rss_worker": peaks.child_max,
         "rss_total": peaks.total,
+        "series": peaks.series,
     }
+    # worker RSS over the run (at 25/50/75/100% of its samples): flat within a run means the
+    # growth between runs comes from the partition size (a bigger batch held), not a leak
+    series = [x[2] for x in peaks.series]
+    if len(series) >= 8:
+        entry["worker_rss_quartiles"] = [series[len(series) * q // 4 - 1] for q in (1, 2, 3, 4)]
     if proc.returncode != 0:
         entry["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     if method == "api":
@@ -120,34 +128,23 @@ def run_one(verb: str, farm: Path, out: Path, workers: int, exe: str | None) -> 
     return entry
 
 
-def deid_growth(work: Path, base: Path, files: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for n in (250, 1000):
+def deid_growth(work: Path, src: Path, files: list[str]) -> dict[str, Any]:
+    """deid 0.4.13's peak RSS after 250 ... 2,000 files (distinct paths), and its slope."""
+    sizes = [n for n in (250, 500, 1000, 2000) if n <= len(files)]
+    peaks_by_n: dict[str, int] = {}
+    for n in sizes:
         listing = work / "memory-deid.txt"
         listing.write_text("\n".join(files[:n]) + "\n")
         dest = work / "memory-deid-out"
         clean(dest)
         dest.mkdir(parents=True)
-        proc, wall, peaks = run_sampled(
-            [
-                PYTHON,
-                str(HERE / "stages.py"),
-                "deid",
-                "--list",
-                str(listing),
-                "--src",
-                str(base),
-                "--out",
-                str(dest),
-            ]
-        )
+        cmd = [PYTHON, str(HERE / "stages.py"), "deid", "--list", str(listing)]
+        proc, _wall, peaks = run_sampled([*cmd, "--src", str(src), "--out", str(dest)])
         result = last_json(proc.stdout) or {}
         clean(dest)
-        out[str(n)] = max(peaks.root, int(result.get("maxrss", 0)))
-    per_file = (out["1000"] - out["250"]) / 750
-    out["bytes_per_file"] = per_file
-    out["projection_10M_bytes"] = out["250"] + per_file * (TEN_MILLION - 250)
-    return out
+        peaks_by_n[str(n)] = max(peaks.root, int(result.get("maxrss", 0)))
+    b, a = slope(sizes, [peaks_by_n[str(n)] for n in sizes])
+    return {"peak_rss": peaks_by_n, "bytes_per_file": b, "projection_10M_bytes": a + b * TEN_MILLION}
 
 
 def slope(xs: list[int], ys: list[int]) -> tuple[float, float]:
@@ -164,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--verbs", default="apply,scan")
     p.add_argument("--skip-deid", action="store_true")
+    p.add_argument(
+        "--partition-size",
+        type=int,
+        default=None,
+        help="fixed files per task for apply (default: the pipeline's rule)",
+    )
     p.add_argument("--work", type=Path, default=RESULTS / "work")
     p.add_argument("--publish", action="store_true")
     args = p.parse_args(argv)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         farm = link_farm(args.work, base, base_files, n)
         print(f"  farm of {n:,} links ready ({time.perf_counter() - t0:.1f} s)", flush=True)
         for verb in args.verbs.split(","):
-            entry = run_one(verb, farm, args.work / "memory-out", args.workers, exe)
+            entry = run_one(verb, farm, args.work / "memory-out", args.workers, exe, args.partition_size)
             entry["files"] = n
             entry["files_per_s"] = n / entry["wall_seconds"]
             runs.append(entry)
@@ -192,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {verb:<5} {n:>7,} files: {entry['wall_seconds']:6.1f} s "
                 f"({entry['files_per_s']:,.0f} files/s end-to-end), client peak "
                 f"{entry['rss_client'] / 2**20:,.0f} MiB, worker peak "
-                f"{entry['rss_worker'] / 2**20:,.0f} MiB"
-                + (f"  ERROR {entry['error']}" if entry.get("error") else ""),
+                f"{entry['rss_worker'] / 2**20:,.0f} MiB (worker at 25/50/75/100% of the run: "
+                f"{'/'.join(f'{x / 2**20:.0f}' for x in entry.get('worker_rss_quartiles', []))}"
+                " MiB)" + (f"  ERROR {entry['error']}" if entry.get("error") else ""),
                 flush=True,
             )
     summary: dict[str, Any] = {}
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     deid = None
     if not args.skip_deid:
-        deid = deid_growth(args.work, base, base_files)
+        farm = link_farm(args.work, base, base_files, 10_000)
+        deid = deid_growth(args.work, farm, list_files(farm)[:2000])
         print(
             f"deid 0.4.13: {deid['bytes_per_file'] / 1024:,.0f} KiB/file -> "
             f"{deid['projection_10M_bytes'] / 1e9:,.0f} GB at 10M files"

@@ -63,9 +63,7 @@ def task_overhead(client: Any, workers: int, n: int) -> dict[str, float]:
     return out
 
 
-def curve(
-    client: Any, files: list[str], sizes: list[int], work: Path
-) -> dict[str, list[dict[str, Any]]]:
+def curve(client: Any, files: list[str], sizes: list[int], work: Path) -> dict[str, list[dict[str, Any]]]:
     import deid_batch
 
     result: dict[str, list[dict[str, Any]]] = {"apply": [], "scan": []}
@@ -90,16 +88,12 @@ def curve(
                 partition=size,
             )
             seconds = time.perf_counter() - t0
-            result["apply"].append(
-                {"files_per_task": size, "seconds": seconds, "files_per_s": len(files) / seconds}
-            )
+            result["apply"].append({"files_per_task": size, "seconds": seconds, "files_per_s": len(files) / seconds})
         if run_scan is not None:
             t0 = time.perf_counter()
             run_scan(list(files), ScanConfig(), Executor(client), size=size)
             seconds = time.perf_counter() - t0
-            result["scan"].append(
-                {"files_per_task": size, "seconds": seconds, "files_per_s": len(files) / seconds}
-            )
+            result["scan"].append({"files_per_task": size, "seconds": seconds, "files_per_s": len(files) / seconds})
         line = "  ".join(f"{k} {v[-1]['files_per_s']:7.0f} files/s" for k, v in result.items() if v)
         print(f"  {size:5d} files/task: {line}", flush=True)
     shutil.rmtree(out, ignore_errors=True)
@@ -142,8 +136,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("files/s")
     ov = report["overhead"]
     ax.set_title(
-        f"partition-size curve; empty-task overhead {ov.get('pipeline_worker_ms', 0):.1f}"
-        " worker-ms/task (pipeline)"
+        f"partition-size curve; empty-task overhead {ov.get('pipeline_worker_ms', 0):.1f} worker-ms/task (pipeline)"
     )
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
@@ -170,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_worker)
@@ -197,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit_apply": fit(points["apply"], len(files), args.workers),
         "fit_scan": fit(points["scan"], len(files), args.workers),
         "rule_files_per_task": rule,
-        "rule_at": {str(n): partition_size(n) for n in (1_000, 10_000, 100_000, 10_000_000)}
-        if rule
-        else None,
+        "rule_at": {str(n): partition_size(n) for n in (1_000, 10_000, 100_000, 10_000_000)} if rule else None,
     }
     print(json.dumps({k: report[k] for k in ("fit_apply", "fit_scan", "rule_at")}, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,7 @@ def _row(
     return row
 
 
-def _best(
-    repeat: int, stage: str, *args: Any, **kwargs: Any
-) -> tuple[dict[str, Any] | None, Any, str]:
+def _best(repeat: int, stage: str, *args: Any, **kwargs: Any) -> tuple[dict[str, Any] | None, Any, str]:
     """Best (fastest) of ``repeat`` runs of a stage: the least disturbed by other load."""
     best: tuple[dict[str, Any] | None, Any, str] | None = None
     for _ in range(max(1, repeat)):
@@ -148,9 +146,7 @@ def _cli_available() -> str | None:
     return exe
 
 
-def _cli(
-    exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str
-) -> tuple[float | None, Any, str]:
+def _cli(exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str) -> tuple[float | None, Any, str]:
     clean(out)
     if verb == "scan":
         out.mkdir(parents=True)
@@ -187,9 +183,7 @@ def _cli(
     return wall, peaks, "CLI wall time: interpreter + cluster start-up included"
 
 
-def bench_archive(
-    name: str, src: Path, work: Path, args: argparse.Namespace
-) -> list[dict[str, Any]]:
+def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     files = list_files(src)
     nbytes = total_bytes(files)
     warm_cache(files)
@@ -217,11 +211,7 @@ def bench_archive(
         ("touch", "pydicom-header-touch", "pydicom header read + decode all values"),
     ]:
         result, peaks, note = _best(args.repeat, stage, files, src, out, work)
-        show(
-            _row(
-                name, key, label, len(files), nbytes, result and result["seconds"], peaks, note=note
-            )
-        )
+        show(_row(name, key, label, len(files), nbytes, result and result["seconds"], peaks, note=note))
 
     if not args.skip_deid:
         sample = files
@@ -252,9 +242,7 @@ def bench_archive(
             extra: dict[str, Any] = {"workers": n, "note": note}
             if result:
                 extra["startup_seconds"] = result.get("startup_seconds")
-                extra["note"] = (
-                    f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
-                )
+                extra["note"] = f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
                 if verb == "apply" and result.get("written") != len(files):
                     extra["note"] += f"; WROTE {result.get('written')} of {len(files)} files"
             w = "worker" if n == 1 else "workers"
@@ -314,9 +302,7 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 
     out = []
 
-    def check(
-        name: str, archive_name: str, num_key: str, den_key: str, factor: float, target: float
-    ) -> None:
+    def check(name: str, archive_name: str, num_key: str, den_key: str, factor: float, target: float) -> None:
         num, den = rate(archive_name, num_key), rate(archive_name, den_key)
         entry: dict[str, Any] = {"target": name, "archive": archive_name, "required": target}
         if num is None or den is None:
@@ -349,8 +335,7 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------- output
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) "
-        "| peak RSS MiB (worker) | note |"
+        "| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) | peak RSS MiB (worker) | note |"
     )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
@@ -457,12 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         help="files deid processes on the small archive (a third of it on CT); 0 = all",
     )
     p.add_argument("--skip-deid", action="store_true")
-    p.add_argument(
-        "--repeat", type=int, default=1, help="best of R runs per stage (shared, noisy machines)"
-    )
-    p.add_argument(
-        "--no-cli", dest="cli", action="store_false", help="do not time the end-to-end CLI runs"
-    )
+    p.add_argument("--repeat", type=int, default=1, help="best of R runs per stage (shared, noisy machines)")
+    p.add_argument("--no-cli", dest="cli", action="store_false", help="do not time the end-to-end CLI runs")
     p.add_argument("--recipe", default="dicom", help="recipe for deid-batch apply (deid's default)")
     p.add_argument(
         "--work",

@@ -101,9 +101,7 @@ def _cluster(workers: int):  # type: ignore[no-untyped-def]
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cluster)
     client.wait_for_workers(workers)
     # import the pipeline on the workers before timing: paid once per worker, not per file
