@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -463,3 +465,36 @@ def test_user_function_errors_become_dataset_errors(make_dataset, tmp_path):
     with pytest.raises(DatasetError) as info:
         run(make_dataset(), "REPLACE PatientName func:boom", tmp_path, functions={"boom": boom})
     assert "SIMPSON" not in str(info.value) and "RuntimeError" in str(info.value)
+
+
+# -------------------------------------------------------------------------- properties
+_identifier = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=4, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=_identifier, pid=_identifier, accession=_identifier, institution=_identifier)
+def test_default_recipe_leaves_no_original_identifier_anywhere(name, pid, accession,
+                                                              institution):
+    ds = Dataset()
+    ds.PatientName = f"PHI{name}^X"
+    ds.PatientID = f"PHI{pid}"
+    ds.AccessionNumber = f"PHI{accession}"
+    ds.InstitutionName = f"PHI{institution}"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.Rows = 1
+    item = Dataset()
+    item.AccessionNumber = f"PHI{accession}"
+    item.PatientID = f"PHI{pid}"
+    ds.RequestAttributesSequence = Sequence([item])
+    ds.add_new(0x00091001, "LO", f"PHI{name}")
+    deidentify_dataset(ds, None, options=EngineOptions(uid_key=b"k" * 32))
+    text = "\n".join(str(e.value) for e in ds.iterall())
+    assert "PHI" not in text and "1.2.3.4" not in text
+
+
+def test_deidentify_twice_with_the_same_key_is_idempotent_in_shape(make_dataset):
+    options = EngineOptions(uid_key=b"k" * 32)
+    a, b = make_dataset(), make_dataset()
+    deidentify_dataset(a, None, options=options)
+    deidentify_dataset(b, None, options=options)
+    assert a == b
