@@ -320,7 +320,8 @@ def _parse_action_line(out: _Parsed, lineno: int, line: str, section: str | None
     value: str | None = None
     if parts:
         value = _value_of(parts)
-        if "#" in " ".join(parts) and not re.search(r"(^|\s)#", " ".join(parts)):
+        first = next((tok for tok in parts if "#" in tok), None)
+        if first is not None and not first.startswith("#"):
             out.problem(lineno, "'#' inside a value starts a comment: deid would cut the value "
                         "there; values cannot contain '#'")
     if action in ("BLANK", "KEEP"):
@@ -700,7 +701,7 @@ def _load_one(item: Any) -> _Parsed:
         return out
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         out = _Parsed(source)
         out.problem(0, f"cannot read the recipe ({type(exc).__name__})")

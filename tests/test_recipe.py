@@ -300,6 +300,7 @@ BAD_LINES = [
     ("REPLACE PatientName", "needs a value"),
     ("JITTER StudyDate # comment", "needs a value"),
     ("REPLACE PatientName a#b", "values cannot contain '#'"),
+    ('REPLACE PatientName "a #b"', "values cannot contain '#'"),
     ("LABEL x", "only meaningful in a %filter"),
     ("BLANK PatientName something", "takes no value"),
     ("WHATEVER", "not recognised"),
@@ -386,3 +387,9 @@ def test_bundled_name_without_deid_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "deid", None)  # what an uninstalled package looks like
     with pytest.raises(RecipeError, match=r"deid_batch\[deid\]"):
         load_recipe("dicom")
+
+
+def test_a_byte_order_mark_before_format_is_tolerated(tmp_path):
+    path = tmp_path / "deid.bom"
+    path.write_text("\ufeffFORMAT dicom\n%header\nREMOVE PatientID\n", encoding="utf-8")
+    assert header(load_recipe(str(path))) == [("REMOVE", "PatientID", None)]
