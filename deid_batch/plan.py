@@ -133,12 +133,14 @@ def _whitelist(recipe: Recipe) -> Whitelist | None:
         return None
     keeps: list[Selector] = []
     shields: list[Selector] = []
-    for action in header:
+    for i, action in enumerate(header):
         if action.action not in ("KEEP", "REPLACE", "JITTER") or not action.field:
             continue
         selector = compile_selector(action.field)
+        if selector.kind in ("values", "fields") and i > at:
+            continue  # protects nothing, shields nothing; runs (generically) after REMOVE ALL
         if selector.kind not in STATIC_KINDS:
-            return None  # select:VR reads the element; values:/fields: are not static
+            return None  # select:VR reads the element; a list KEEP before REMOVE ALL reads values
         (keeps if action.action == "KEEP" else shields).append(selector)
     return Whitelist(tuple(keeps), tuple(shields), _steps(header[at + 1:], True))
 
