@@ -335,14 +335,22 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------- output
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| archive | stage | files | seconds | files/s | MB/s | peak RSS MiB (process) | peak RSS MiB (worker) | note |"
+        "| archive | stage | files | seconds | files/s | MB/s | CPU s (client/workers) "
+        "| peak RSS MiB (process) | peak RSS MiB (worker) | load | note |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
+        cpu = "-"
+        if r.get("cpu_seconds_process") is not None:
+            cpu = f"{r['cpu_seconds_process']:.1f}"
+            if r.get("cpu_seconds_workers"):
+                cpu = f"{r['cpu_seconds_client']:.1f} / {r['cpu_seconds_workers']:.1f}"
+        load = "-" if r.get("load_before") is None else f"{r['load_before']:.1f}"
         lines.append(
             f"| {r['archive']} | {r['stage']} | {r['files']:,} | {fmt(r.get('seconds'), 2)} | "
-            f"{fmt(r.get('files_per_s'))} | {fmt(r.get('mb_per_s'), 1)} | "
-            f"{mib(r.get('rss_client'))} | {mib(r.get('rss_worker'))} | {r.get('note', '')} |"
+            f"{fmt(r.get('files_per_s'))} | {fmt(r.get('mb_per_s'), 1)} | {cpu} | "
+            f"{mib(r.get('rss_client'))} | {mib(r.get('rss_worker'))} | {load} | "
+            f"{r.get('note', '')} |"
         )
     return "\n".join(lines)
 
@@ -484,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(table(rows))
+    print(
+        "\nCPU s: whole process lifetime (interpreter and cluster start-up included); load: the"
+        " 1-minute load average when the stage started (this machine has"
+        f" {os.cpu_count()} cores; above about 0.5 other work competes with the benchmark)."
+    )
     print()
     print(targets_table(entries))
     print(f"\nelapsed {report['elapsed_seconds']:.0f} s")
