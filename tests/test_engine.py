@@ -498,3 +498,20 @@ def test_deidentify_twice_with_the_same_key_is_idempotent_in_shape(make_dataset)
     deidentify_dataset(a, None, options=options)
     deidentify_dataset(b, None, options=options)
     assert a == b
+
+
+def test_concurrent_calls_on_different_datasets_equal_sequential_calls(make_dataset):
+    from concurrent.futures import ThreadPoolExecutor
+
+    recipe = load_recipe("dicom")
+    options = EngineOptions(uid_key=b"k" * 32)
+
+    def one(i: int) -> Dataset:
+        ds = make_dataset(PatientID=f"P{i}", StudyDate=f"2023010{i % 9 + 1}")
+        deidentify_dataset(ds, recipe, {"entity_id": f"E{i}"}, options=options)
+        return ds
+
+    sequential = [one(i) for i in range(24)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(one, range(24)))
+    assert concurrent == sequential
