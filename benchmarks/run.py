@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", type=int, default=5000, help="small-pixel files (0 = skip)")
     p.add_argument("--ct", type=int, default=1000, help="CT-size (512x512) files (0 = skip)")
-    p.add_argument("--quick", action="store_true", help="500 small + 100 CT files, deid sample 200")
+    p.add_argument("--quick", action="store_true", help="500 small + 100 CT files, deid sample 200, 1 run")
     p.add_argument("--workers", type=int, default=2, help="N for the N-worker runs")
     p.add_argument(
         "--deid-sample",
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         help="files deid processes on the small archive (a third of it on CT); 0 = all",
     )
     p.add_argument("--skip-deid", action="store_true")
-    p.add_argument("--repeat", type=int, default=1, help="best of R runs per stage (shared, noisy machines)")
+    p.add_argument("--repeat", type=int, default=2, help="best of R runs per stage (default 2: shared, noisy machines)")
     p.add_argument("--no-cli", dest="cli", action="store_false", help="do not time the end-to-end CLI runs")
     p.add_argument("--recipe", default="dicom", help="recipe for deid-batch apply (deid's default)")
     p.add_argument(
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.small, args.ct, args.deid_sample = 500, 100, 200
+        args.small, args.ct, args.deid_sample, args.repeat = 500, 100, 200, 1
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
