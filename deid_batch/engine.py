@@ -41,6 +41,7 @@ from deid_batch.fields import (
     Selector,
     _creator,
     _keyword,
+    _tagstr,
     build_index,
     compile_selector,
     field_static,
@@ -239,28 +240,11 @@ class _Run:
         other groups inside it). Otherwise the dataset and ``self.index`` are left exactly as
         the generic path leaves them after its ``REMOVE ALL``.
         """
-        ds = self.ds
-        flags = plan.flags_for(self.config_skip)
+        classified = self._whitelist_classify(plan)
+        if classified is None:
+            return False
+        seen, kept = classified
         skip = self.config_skip
-        containers: list[tuple[Dataset, bool]] = [(ds, False)] if ds else []
-        meta = getattr(ds, "file_meta", None)
-        if meta:
-            containers.append((meta, isinstance(meta, FileMetaDataset)))
-        seen: list[tuple[Dataset, bool, Any, int]] = []
-        kept: set[int] = set()
-        for container, is_meta in containers:
-            for element in container.elements():
-                tag = element.tag
-                itag = int(tag)
-                if ((itag >> 16) == 2) is not is_meta:
-                    return False
-                key = (itag, _creator(container, tag) if tag.is_private else None)
-                flag = flags.get(key)
-                if flag is None:
-                    flag = flags[key] = _whitelist_flags(plan, container, tag, skip)
-                if flag & KEEP:
-                    kept.add(itag)
-                seen.append((container, is_meta, element, flag))
         # deid converts (to index them) the raw sequences / UN / unknown-VR elements it reaches
         # before any action; a malformed one fails the dataset there, so we convert them too
         reach_skip = frozenset() if plan.keeps else skip
@@ -294,9 +278,35 @@ class _Run:
             itag = int(tag)
             name = _keyword(itag)
             static = field_static(container, tag, name)
-            index.add(DicomField(element, name, f"({itag >> 16:04X},{itag & 0xFFFF:04X})",
-                                 is_meta, (), container, static))
+            index.add(DicomField(element, name, _tagstr(itag), is_meta, (), container, static))
         return True
+
+    def _whitelist_classify(self, plan: Whitelist
+                            ) -> tuple[list[tuple[Dataset, bool, Any, int]], set[int]] | None:
+        """Top-level and file-meta elements with their KEEP/SHIELD/SKIP flags, and the kept tags
+        (None: group 0002 outside the file meta or another group inside it)."""
+        ds = self.ds
+        flags = plan.flags_for(self.config_skip)
+        containers: list[tuple[Dataset, bool]] = [(ds, False)] if ds else []
+        meta = getattr(ds, "file_meta", None)
+        if meta:
+            containers.append((meta, isinstance(meta, FileMetaDataset)))
+        seen: list[tuple[Dataset, bool, Any, int]] = []
+        kept: set[int] = set()
+        for container, is_meta in containers:
+            for element in container.elements():
+                tag = element.tag
+                itag = int(tag)
+                if ((itag >> 16) == 2) is not is_meta:
+                    return None
+                key = (itag, _creator(container, tag) if tag.is_private else None)
+                flag = flags.get(key)
+                if flag is None:
+                    flag = flags[key] = _whitelist_flags(plan, container, tag, self.config_skip)
+                if flag & KEEP:
+                    kept.add(itag)
+                seen.append((container, is_meta, element, flag))
+        return seen, kept
 
     def remove_batch(self, batch: RemoveBatch) -> None:
         """A run of plain REMOVE lines in one pass (see :mod:`deid_batch.plan`)."""
@@ -603,7 +613,7 @@ def _whitelist_flags(plan: Whitelist, container: Dataset, tag: BaseTag, skip: fr
     """KEEP/SHIELD/SKIP flags of a top-level element (name = keyword, uid = tag string)."""
     itag = int(tag)
     name = _keyword(itag)
-    flag = SKIP if name in skip or f"({itag >> 16:04X},{itag & 0xFFFF:04X})" in skip else 0
+    flag = SKIP if name in skip or _tagstr(itag) in skip else 0
     static = field_static(container, tag, name)
     if any(static_hit(s, static, itag) for s in plan.keeps):
         flag |= KEEP
@@ -619,8 +629,7 @@ def _reach(items: list[Dataset], skip: frozenset[str]) -> None:
         dataset = queue.pop(0)
         for element in dataset.elements():
             itag = int(element.tag)
-            if skip and (_keyword(itag) in skip
-                         or f"({itag >> 16:04X},{itag & 0xFFFF:04X})" in skip):
+            if skip and (_keyword(itag) in skip or _tagstr(itag) in skip):
                 continue
             if isinstance(element, RawDataElement):
                 if element.VR not in (None, "SQ", "UN"):

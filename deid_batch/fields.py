@@ -56,7 +56,7 @@ class DicomField:
     recipe that only removes elements never pays for converting their values.
     """
 
-    __slots__ = ("_element", "container", "hits", "is_filemeta", "is_seq", "keys", "name",
+    __slots__ = ("_element", "container", "hits", "is_filemeta", "is_seq", "name",
                  "parents", "search", "static", "tag", "uid")
 
     def __init__(self, element: DataElement | RawDataElement, name: str, uid: str,
@@ -75,12 +75,16 @@ class DicomField:
             creator = conv.private_creator if self.tag.is_private else None
             static = _static(int(self.tag), creator, name, conv)
         self.static = static
-        keys = dict(static.keys)
-        if uid:
-            keys["uid"] = (uid.lower(),)
-        self.keys = keys
         self.search = static.search
         self.hits = static.hits
+
+    @property
+    def keys(self) -> dict[str, tuple[str, ...]]:
+        """Exact-match keys per lookup table: the static ones plus the uid."""
+        keys = dict(self.static.keys)
+        if self.uid:
+            keys["uid"] = (self.uid.lower(),)
+        return keys
 
     @property
     def element(self) -> DataElement:
@@ -114,7 +118,7 @@ class _Static:
     def __init__(self, keys: dict[str, tuple[str, ...]], search: tuple[str, ...]) -> None:
         self.keys = keys
         self.search = search
-        self.hits: dict[tuple[str, str], bool] = {}
+        self.hits: dict[tuple[str, str] | str, bool] = {}  # str: a RemoveBatch memo key
 
 
 _STATIC: dict[tuple[int, str | None, str], _Static] = {}
@@ -189,7 +193,8 @@ class Selector:
         if self.kind == "all":
             return True
         if self.kind == "exact":
-            return any(self.key in keys for keys in entry.keys.values())
+            return any(self.key in keys for keys in entry.static.keys.values()) or \
+                bool(entry.uid) and self.key == entry.uid.lower()
         if self.kind in ("regex", "except"):
             hit = _regex_hit(self, entry)
             return hit if self.kind == "regex" else not hit
@@ -454,6 +459,17 @@ def filter_index(full: FieldIndex, skip: Iterable[str]) -> FieldIndex:
 
 
 _KEYWORDS: dict[int, str] = {}
+_TAGSTRS: dict[int, str] = {}
+
+
+def _tagstr(tag: int) -> str:
+    """``(GGGG,EEEE)`` (memoised: a bounded set of strings, never a dataset)."""
+    found = _TAGSTRS.get(tag)
+    if found is None:
+        if len(_TAGSTRS) >= 100_000:
+            _TAGSTRS.clear()
+        found = _TAGSTRS[tag] = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return found
 
 
 def _keyword(tag: int) -> str:
@@ -461,6 +477,8 @@ def _keyword(tag: int) -> str:
     found = _KEYWORDS.get(tag)
     if found is None:
         found = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+        if len(_KEYWORDS) >= 100_000:
+            _KEYWORDS.clear()  # bounded: strings only
         _KEYWORDS[tag] = found
     return found
 
@@ -498,7 +516,7 @@ def build_index(ds: Dataset, skip: Iterable[str] = ()) -> FieldIndex:
             tag = element.tag
             itag = int(tag)
             keyword = _keyword(itag)
-            tagstr = f"({itag >> 16:04X},{itag & 0xFFFF:04X})"
+            tagstr = _tagstr(itag)
             if keyword in skipped or tagstr in skipped:
                 continue
             if isinstance(element, RawDataElement) and element.VR in (None, "SQ", "UN"):
