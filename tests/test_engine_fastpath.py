@@ -297,3 +297,28 @@ def test_a_recipe_pickles_without_its_plan_and_compiles_it_again():
     assert clone == recipe
     assert "plan" not in clone.__dict__
     assert clone.plan == recipe.plan or clone.plan.steps == recipe.plan.steps
+
+
+def test_a_malformed_sequence_that_remove_all_drops_still_fails_as_in_the_generic_engine():
+    """deid indexes (so parses) every sequence before any action: a sequence pydicom cannot
+    parse fails the dataset even when the recipe would remove it; the shortcut parses it too."""
+    ds = Dataset()
+    ds.SOPInstanceUID = f"{UID}1"
+    ds.Modality = "CT"
+    inner = Dataset()
+    inner.CodeValue = "ABCD"
+    seq = Sequence([inner])
+    seq.is_undefined_length = False
+    ds.ProcedureCodeSequence = seq  # the last element: its declared length can overrun the file
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.preamble = b"\x00" * 128
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    data = buf.getvalue()
+    at = data.find(b"\x08\x00\x32\x10SQ\x00\x00")
+    length = int.from_bytes(data[at + 8:at + 12], "little")
+    bad = data[:at + 8] + (length + 4).to_bytes(4, "little") + data[at + 12:] + b"\x01\x02\x03\x04"
+    fast = outcome(deidentify_dataset, bad, load_recipe(None))
+    assert fast[0] == "raised"
+    assert fast == outcome(deidentify_dataset_generic, bad, load_recipe(None))
