@@ -11,12 +11,19 @@ This is deid 0.4.13's ``DicomParser.parse`` followed by its config "put" actions
 5. ``options.put_actions`` run (default ``KEEP PixelData``).
 6. Private tags are removed when ``options.remove_private`` (our default; deid's is off).
 
+The recipe's compiled plan (:mod:`deid_batch.plan`, built once per Recipe object) shortens two
+common shapes without changing any result: a "whitelist" (``REMOVE ALL`` after nothing but KEEP
+lines) is decided per top-level element instead of flattening the whole dataset, and runs of
+plain REMOVE lines (deid's bundled recipe) become one pass over the index.
+:func:`deidentify_dataset_generic` runs the same recipe action by action; the tests compare both.
+
 Deliberate deviations from deid are listed in the README; in short: a missing ``var:``/``func:``
 removes the matched element with a warning; JITTER never uses today's date; a failure raises
 :class:`~deid_batch.errors.DatasetError` for this dataset only.
 
-:func:`deidentify_dataset` is pure apart from mutating the dataset it is given: no caches, no
-process-wide settings. It is safe to call from several threads on different datasets.
+:func:`deidentify_dataset` is pure apart from mutating the dataset it is given: no dataset is
+ever cached (only bounded memos of strings and flags per field kind), no process-wide settings.
+It is safe to call from several threads on different datasets.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ __all__ = [
     "EngineOptions",
     "EngineResult",
     "deidentify_dataset",
+    "deidentify_dataset_generic",
     "private_tags_warning",
 ]
 
