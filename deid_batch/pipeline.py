@@ -8,7 +8,9 @@ Partitioning rule: a partition carries ``ceil(n / 64)`` files, at least 1 and at
 :func:`partition_size`). With a dask.distributed per-task overhead of a few milliseconds and 5-40 ms
 of work per file, 500 files make a task of several seconds, so the scheduler overhead stays below 1%
 while a 64-partition floor keeps every worker busy on small runs. The size depends on the number of
-files only, never on the number of workers, so a resumed run sees the same partitions.
+files only, never on the number of workers, so a resumed run sees the same partitions. At most
+four partitions per worker are in flight at a time (a sliding window), so neither the scheduler
+nor the client ever holds more than a few thousand files' worth of tasks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PARTITION = 500
 MIN_PARTITIONS = 64
+IN_FLIGHT_PER_WORKER = 4
 
 
 def partition_size(n_files: int, requested: int | None = None) -> int:
@@ -140,10 +143,25 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[A
         return
     from distributed import as_completed
 
-    futures = executor.client.compute([tasks[i] for i in todo])
-    index = {f.key: i for f, i in zip(futures, todo)}
-    for future in as_completed(futures):
-        i = index[future.key]
+    # A sliding window of partitions in flight: the scheduler never holds the whole archive's
+    # graph (10 million paths would be gigabytes there), yet every worker always has work queued.
+    window = max(IN_FLIGHT_PER_WORKER * executor.nworkers, 4)
+    waiting = iter(todo)
+    index: dict[str, int] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        i = next(waiting, None)
+        if i is not None:
+            future = executor.client.compute(tasks[i])
+            index[future.key] = i
+            running.add(future)
+
+    for _ in range(window):
+        submit_next()
+    for future in running:
+        i = index.pop(future.key)
+        submit_next()
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - a lost partition must still be accounted for
