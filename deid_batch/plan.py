@@ -27,6 +27,7 @@ by (tag, private creator) (strings and numbers only: datasets are never cached).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -86,11 +87,25 @@ class Plan:
     whitelist: Whitelist | None
 
 
+def _static(selector: Selector) -> bool:
+    """Decidable from a field's static part, and cannot fail while deciding (a recipe that went
+    through load_recipe has valid expressions; a hand-built one keeps its errors where deid has
+    them, on the generic path)."""
+    if selector.kind not in STATIC_KINDS:
+        return False
+    if selector.kind in ("regex", "except"):
+        try:
+            re.compile(selector.key, re.IGNORECASE)
+        except re.error:
+            return False
+    return True
+
+
 def _plain_remove(action: RecipeAction) -> Selector | None:
     if action.action != "REMOVE" or action.value is not None or not action.field:
         return None
     selector = compile_selector(action.field)
-    return selector if selector.kind in STATIC_KINDS else None
+    return selector if _static(selector) else None
 
 
 def _steps(actions: tuple[RecipeAction, ...], batch: bool) -> tuple[Step, ...]:
@@ -108,7 +123,7 @@ def _steps(actions: tuple[RecipeAction, ...], batch: bool) -> tuple[Step, ...]:
             run.clear()
 
     for action in actions:
-        if action.action == "KEEP" and compile_selector(action.field).kind in STATIC_KINDS:
+        if action.action == "KEEP" and _static(compile_selector(action.field)):
             continue  # acted through the skip list; at its turn it only selects (no effect)
         selector = _plain_remove(action)
         if selector is None:
@@ -139,7 +154,7 @@ def _whitelist(recipe: Recipe) -> Whitelist | None:
         selector = compile_selector(action.field)
         if selector.kind in ("values", "fields") and i > at:
             continue  # protects nothing, shields nothing; runs (generically) after REMOVE ALL
-        if selector.kind not in STATIC_KINDS:
+        if not _static(selector):
             return None  # select:VR reads the element; a list KEEP before REMOVE ALL reads values
         (keeps if action.action == "KEEP" else shields).append(selector)
     return Whitelist(tuple(keeps), tuple(shields), _steps(header[at + 1:], True))
@@ -147,4 +162,8 @@ def _whitelist(recipe: Recipe) -> Whitelist | None:
 
 def compile_plan(recipe: Recipe) -> Plan:
     """The plan of ``recipe`` (pure: the same recipe always gives an equal plan)."""
-    return Plan(_steps(recipe.header, True), _whitelist(recipe))
+    # a select:VR REPLACE/JITTER reads (converts) each element a REMOVE is about to delete: keep
+    # those conversions, and any error they raise, under the REMOVE line that deid blames
+    batch = not any(a.action in ("REPLACE", "JITTER") and a.field
+                    and compile_selector(a.field).kind == "vr" for a in recipe.header)
+    return Plan(_steps(recipe.header, batch), _whitelist(recipe))
