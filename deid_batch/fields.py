@@ -351,6 +351,8 @@ class FieldIndex:
         # The exact-match tables are built on the first exact lookup (many recipes never make
         # one) and maintained from then on; built from ``fields`` they have the same order.
         self._tables: dict[str, dict[str, dict[str, DicomField]]] | None = None
+        # parent uid -> uids of the nested entries added below it (may list removed ones)
+        self._children: dict[str, list[str]] = {}
 
     @property
     def tables(self) -> dict[str, dict[str, dict[str, DicomField]]]:
@@ -376,6 +378,8 @@ class FieldIndex:
         if entry.uid in self.fields:
             self.remove(entry.uid)
         self.fields[entry.uid] = entry
+        if entry.parents:
+            self._children.setdefault(entry.uid.rsplit("__", 2)[0], []).append(entry.uid)
         tables = self._tables
         if tables is not None:
             for table, keys in entry.keys.items():
@@ -398,23 +402,18 @@ class FieldIndex:
                         del tables[table][key]
 
     def remove_children(self, uid: str) -> None:
-        prefix = uid + "__"
-        for child in [u for u in self.fields if u.startswith(prefix)]:
+        """Drop every entry below ``uid`` (uids starting with ``uid__``), in time proportional
+        to the subtree rather than to the index."""
+        stack = list(self._children.pop(uid, ()))
+        while stack:
+            child = stack.pop()
+            stack.extend(self._children.pop(child, ()))
             self.remove(child)
 
     def remove_descendants(self, uids: Iterable[str]) -> None:
-        """Drop every entry below any of ``uids`` in one pass (entries are in breadth-first
-        order, so a parent is always seen before its children)."""
-        gone = set(uids)
-        if not gone:
-            return
-        doomed = []
-        for uid, entry in self.fields.items():
-            if entry.parents and uid.rsplit("__", 2)[0] in gone:
-                gone.add(uid)
-                doomed.append(uid)
-        for uid in doomed:
-            self.remove(uid)
+        """:meth:`remove_children` of each of ``uids``."""
+        for uid in uids:
+            self.remove_children(uid)
 
     def exact(self, key: str) -> list[DicomField]:
         """deid ``get_exact_matches``: the tables concatenated, de-duplicated by uid."""
