@@ -1,8 +1,8 @@
 """Compiled execution plan of a :class:`~deid_batch.recipe.Recipe`: a recipe in, the steps the
 engine runs out. Computed once per Recipe object (``Recipe.plan``), never per dataset.
 
-Two shapes are recognised; both give exactly the result of running the header actions one by
-one (:mod:`deid_batch.engine` keeps that generic path, and the tests compare the two):
+Three rewrites; each gives exactly the result of running the header actions one by one
+(:mod:`deid_batch.engine` keeps that generic path, and the tests compare the two):
 
 * **KEEP lines** with a static selector (below) are dropped from the steps: KEEP acts before
   any action, through the skip list; at its own turn it only selects, with no effect.
@@ -67,7 +67,8 @@ class Whitelist:
     #: the steps after REMOVE ALL (run generically on the surviving fields)
     after: tuple[Step, ...]
     #: config skip list -> {(tag, creator): KEEP|SHIELD|SKIP flags}; bounded (see module doc)
-    memo: dict[frozenset[str], dict[tuple[int, str | None], int]] = field(default_factory=dict)
+    memo: dict[frozenset[str], dict[tuple[int, str | None], int]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def flags_for(self, skip: frozenset[str]) -> dict[tuple[int, str | None], int]:
         found = self.memo.get(skip)
