@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from deid_batch import reading
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
-from deid_batch.schemas import IDENTIFIERS, SCAN_ERRORS, Reason, Status
+from deid_batch.schemas import FIELD, IDENTIFIERS, SCAN_ERRORS, Reason, Status
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 
@@ -94,6 +94,79 @@ def _raw_text(raw: RawDataElement, vr: str) -> str | None:
 _NEEDS_PYDICOM = object()
 
 
+_NAMES: dict[int, tuple[str, str]] = {}  # tag -> (keyword, "(GGGG,EEEE)"): bounded by the dictionary
+
+
+def _info(tag: int) -> tuple[str, str]:
+    found = _NAMES.get(tag)
+    if found is None:
+        tagstr = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        keyword = "" if (tag >> 16) & 1 else (keyword_for_tag(tag) or "")
+        found = (keyword, tagstr)
+        if len(_NAMES) < 100_000:
+            _NAMES[tag] = found
+    return found
+
+
+class _Columns:
+    """Flattened fields of many files as four flat columns plus list offsets (no per-field dict)."""
+
+    def __init__(self) -> None:
+        self.path: list[str] = []
+        self.tag: list[str] = []
+        self.vr: list[str] = []
+        self.value: list[str | None] = []
+        self.offsets: list[int] = [0]
+
+    def rollback(self) -> None:
+        """Forget the fields appended since the last finished file."""
+        n = self.offsets[-1]
+        del self.path[n:], self.tag[n:], self.vr[n:], self.value[n:]
+
+    def finish(self) -> None:
+        self.offsets.append(len(self.path))
+
+    def add(self, ds: Dataset, skip: frozenset[str], expand_sequences: bool) -> None:
+        self._walk(ds, "", skip, expand_sequences)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            self._walk(meta, "", skip, expand_sequences)
+
+    def _walk(self, dataset: Dataset, prefix: str, skip: frozenset[str], expand: bool) -> None:
+        path_, tag_, vr_, value_ = self.path, self.tag, self.vr, self.value
+        for elem in dataset.elements():
+            tag = int(elem.tag)
+            keyword, tagstr = _info(tag)
+            if keyword in skip or tagstr in skip:
+                continue
+            path = prefix + (keyword or tagstr)
+            vr = elem.VR
+            if vr is None and keyword:
+                vr = dictionary_VR(tag)
+            value: Any = _NEEDS_PYDICOM
+            if vr in _TEXT_VRS and isinstance(elem, RawDataElement):
+                value = _raw_text(elem, vr)
+            if value is _NEEDS_PYDICOM:
+                converted = dataset[tag]
+                vr = str(converted.VR)
+                if vr == "SQ":
+                    path_.append(path), tag_.append(tagstr), vr_.append("SQ"), value_.append(None)
+                    if expand:
+                        for i, item in enumerate(converted.value or ()):
+                            self._walk(item, f"{path}[{i}].", skip, expand)
+                    continue
+                value = _text(converted)
+            path_.append(path), tag_.append(tagstr), vr_.append(str(vr)), value_.append(value)
+
+    def to_array(self) -> pa.Array:
+        struct = pa.StructArray.from_arrays(
+            [pa.array(self.path, pa.string()), pa.array(self.tag, pa.string()),
+             pa.array(self.vr, pa.string()), pa.array(self.value, pa.string())],
+            fields=list(FIELD))
+        return pa.ListArray.from_arrays(pa.array(self.offsets, pa.int32()), struct,
+                                        type=IDENTIFIERS.field("fields").type)
+
+
 def flatten(
     ds: Dataset, skip: Sequence[str] = DEFAULT_SCAN_SKIP, expand_sequences: bool = True
 ) -> Iterator[dict[str, str | None]]:
@@ -102,46 +175,10 @@ def flatten(
     Plain ASCII text elements are decoded straight from their raw bytes (no pydicom conversion,
     which costs more than reading the file); everything else goes through pydicom.
     """
-    skipset = frozenset(skip)
-    names: dict[int, tuple[str, str]] = {}
-
-    def info(tag: int) -> tuple[str, str]:
-        found = names.get(tag)
-        if found is None:
-            tagstr = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            keyword = "" if (tag >> 16) & 1 else (keyword_for_tag(tag) or "")
-            found = names[tag] = (keyword, tagstr)
-        return found
-
-    def walk(dataset: Dataset, prefix: str) -> Iterator[dict[str, str | None]]:
-        for elem in dataset.elements():
-            tag = int(elem.tag)
-            keyword, tagstr = info(tag)
-            if keyword in skipset or tagstr in skipset:
-                continue
-            path = prefix + (keyword or tagstr)
-            vr = elem.VR
-            if vr is None and keyword:
-                vr = dictionary_VR(tag)
-            value: Any = _NEEDS_PYDICOM
-            if isinstance(elem, RawDataElement) and vr in _TEXT_VRS:
-                value = _raw_text(elem, vr)
-            if value is _NEEDS_PYDICOM:
-                converted = dataset[tag]
-                vr = str(converted.VR)
-                if vr == "SQ":
-                    yield {"path": path, "tag": tagstr, "vr": "SQ", "value": None}
-                    if expand_sequences:
-                        for i, item in enumerate(converted.value or ()):
-                            yield from walk(item, f"{path}[{i}].")
-                    continue
-                value = _text(converted)
-            yield {"path": path, "tag": tagstr, "vr": str(vr), "value": value}
-
-    yield from walk(ds, "")
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        yield from walk(meta, "")
+    cols = _Columns()
+    cols.add(ds, frozenset(skip), expand_sequences)
+    for row in zip(cols.path, cols.tag, cols.vr, cols.value):
+        yield dict(zip(("path", "tag", "vr", "value"), row))
 
 
 def _id_value(ds: Dataset, keyword: str) -> str | None:
@@ -155,12 +192,14 @@ def _id_value(ds: Dataset, keyword: str) -> str | None:
 def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
                    ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Read the headers of ``paths``; return (identifiers batch, errors batch)."""
-    rows: dict[str, list[object]] = {"source": [], "entity_id": [], "item_id": [], "fields": []}
+    rows: dict[str, list[object]] = {"source": [], "entity_id": [], "item_id": []}
     errors: dict[str, list[object]] = {"source": [], "status": [], "reason": []}
+    cols = _Columns()
     with no_value_logging():
-        _scan_into(paths, config, rows, errors)
+        _scan_into(paths, config, rows, errors, cols)
+    arrays = [pa.array(rows[name], pa.string()) for name in ("source", "entity_id", "item_id")]
     return (
-        pa.RecordBatch.from_pydict(rows, schema=IDENTIFIERS),
+        pa.RecordBatch.from_arrays([*arrays, cols.to_array()], schema=IDENTIFIERS),
         pa.RecordBatch.from_pydict(errors, schema=SCAN_ERRORS),
     )
 
@@ -172,7 +211,8 @@ def _error(errors: dict[str, list[object]], path: str, reason: Reason, message: 
 
 
 def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[object]],
-               errors: dict[str, list[object]]) -> None:
+               errors: dict[str, list[object]], cols: _Columns) -> None:
+    skip = frozenset(config.skip)
     for path in paths:
         problem = reading.classify_entry(path)
         if problem is not None:
@@ -190,16 +230,18 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["reason"].append(f"{exc.reason}: {exc}")
             continue
         try:
-            fields = list(flatten(ds, config.skip, config.expand_sequences))
+            cols.add(ds, skip, config.expand_sequences)
             entity, item = _id_value(ds, config.entity_id), _id_value(ds, config.item_id)
         except RecursionError:
+            cols.rollback()
             _error(errors, path, Reason.NOT_DICOM, "sequences nested too deeply to read")
             continue
         except Exception as exc:  # noqa: BLE001 - one bad file never stops a scan; no message (values)
+            cols.rollback()
             _error(errors, path, Reason.NOT_DICOM,
                    f"a header element cannot be decoded ({type(exc).__name__})")
             continue
+        cols.finish()
         rows["source"].append(path)
         rows["entity_id"].append(entity)
         rows["item_id"].append(item)
-        rows["fields"].append(fields)
