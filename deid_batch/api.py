@@ -147,8 +147,7 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
                 batch = pending.pop(nxt)
                 if writer is not None:
                     writer.write_batch(batch)
-                kept.append(batch if keep_fields and writer is None
-                            else batch.select(["source", "entity_id", "item_id"]))
+                kept.append(batch if keep_fields and writer is None else _copy_keys(batch))
                 nxt += 1
             done += n
             _notify(progress, done, len(paths))
@@ -170,6 +169,15 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
 
 def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     return (pa.concat_batches([p[0] for p in parts]), pa.concat_batches([p[1] for p in parts]))
+
+
+def _copy_keys(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The key columns in buffers of their own: a zero-copy ``select`` would keep the whole
+    received frame (with every header field) alive on the client."""
+    names = ["source", "entity_id", "item_id"]
+    schema = pa.schema([IDENTIFIERS.field(n) for n in names])
+    return pa.RecordBatch.from_arrays(
+        [pa.array(batch.column(n).to_pylist(), pa.string()) for n in names], schema=schema)
 
 
 def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id: str | None = None,
@@ -318,7 +326,7 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
               functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
-              ) -> ApplyReport:
+              collect_outputs: bool = True) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs)."""
     parsed: Recipe = load_recipe(recipe)
     cfg = load_config(config)
@@ -371,8 +379,9 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
                                    tuple(sorted(all_functions.items())))
         total, done = len(items), 0
         for i in sorted(done_parts):
-            n = store.read_part(i).num_rows
-            done += n
+            part = store.read_part(i)
+            report.summary.add(part)
+            done += part.num_rows
         if done_parts:
             logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
         _notify(progress, done, total)
@@ -381,14 +390,15 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
                                           skip=frozenset(done_parts), on_lost=_lost_partition,
                                           combine=pa.concat_batches):
             store.write_part(i, batch)
+            report.summary.add(batch)
             for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
                 if status == Status.EXISTS.value:
                     logger.error("%s already exists, overwrite set to False. Not writing.", out)
             done += n
             _notify(progress, done, total)
-    table = store.read().sort_by([("partition", "ascending")])
-    report.summary.add(table)
-    report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
+    if collect_outputs:
+        table = store.read().select(["output", "partition"]).sort_by([("partition", "ascending")])
+        report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
     return report
 
 

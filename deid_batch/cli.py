@@ -240,7 +240,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, remove_private=not args.keep_private, entity_id=args.entity_id,
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
-        partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args))
+        partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
+        collect_outputs=False)
     _print_report(report)
     return report.exit_code
 
@@ -251,7 +252,7 @@ def _cmd_strip(args: argparse.Namespace) -> int:
     report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
                        manifest=args.manifest, progress=_progress(args, "strip-private"),
-                       on_start=_announce(args))
+                       on_start=_announce(args), collect_outputs=False)
     _print_report(report)
     return report.exit_code
 

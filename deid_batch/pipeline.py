@@ -135,7 +135,10 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[A
     parts = bag.to_delayed()
     chunks = [items[i * size:(i + 1) * size] for i in range(len(parts))]
     todo = [i for i in range(len(parts)) if i not in skip]
-    tasks = {i: dask.delayed(func, pure=False)(parts[i], config, i) for i in todo}
+    # The config (compiled recipe) is one graph node shared by every task: dask neither walks it
+    # per partition nor ships a copy with each task.
+    shared = dask.delayed(config, traverse=False)
+    tasks = {i: dask.delayed(func, pure=False)(parts[i], shared, i) for i in todo}
     if executor.client is None:
         for i in todo:
             (result,) = dask.compute(tasks[i], scheduler="sync")
