@@ -22,6 +22,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from deid_batch import reading
+from deid_batch.engine import DEFAULT_SKIP
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.schemas import FIELD, IDENTIFIERS, SCAN_ERRORS, Reason, Status
@@ -29,17 +30,7 @@ from deid_batch.schemas import FIELD, IDENTIFIERS, SCAN_ERRORS, Reason, Status
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 
 #: deid's config.json ``get.skip``: bulk data and file-meta plumbing are not identifiers.
-DEFAULT_SCAN_SKIP: tuple[str, ...] = (
-    "PixelData",
-    "RedPaletteColorLookupTableData",
-    "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData",
-    "VOILUTSequence",
-    "FileMetaInformationGroupLength",
-    "FileMetaInformationVersion",
-    "TransferSyntaxUID",
-    "ImplementationClassUID",
-)
+DEFAULT_SCAN_SKIP: tuple[str, ...] = DEFAULT_SKIP
 
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 
