@@ -12,6 +12,7 @@ Pure and picklable: no dask, no state between calls.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,20 @@ def _raw_text(raw: RawDataElement, vr: str) -> str | None:
 
 _NEEDS_PYDICOM = object()
 
+_NUMBER_FORMATS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "d"}
+
+
+def _raw_number(raw: RawDataElement, vr: str) -> Any:
+    """Text of a raw binary number element, as ``str()`` of pydicom's values would give."""
+    value = raw.value
+    code = _NUMBER_FORMATS[vr]
+    size = struct.calcsize(code)
+    if not value or len(value) % size:
+        return _NEEDS_PYDICOM
+    count = len(value) // size
+    numbers = struct.unpack(("<" if raw.is_little_endian else ">") + code * count, value)
+    return "\\".join(str(n) for n in numbers) if count > 1 else str(numbers[0])
+
 
 _NAMES: dict[int, tuple[str, str]] = {}  # tag -> (keyword, "(GGGG,EEEE)"): bounded by the dictionary
 
@@ -135,8 +150,11 @@ class _Columns:
             if vr is None and keyword:
                 vr = dictionary_VR(tag)
             value: Any = _NEEDS_PYDICOM
-            if vr in _TEXT_VRS and isinstance(elem, RawDataElement):
-                value = _raw_text(elem, vr)
+            if isinstance(elem, RawDataElement):
+                if vr in _TEXT_VRS:
+                    value = _raw_text(elem, vr)
+                elif vr in _NUMBER_FORMATS:
+                    value = _raw_number(elem, vr)
             if value is _NEEDS_PYDICOM:
                 converted = dataset[tag]
                 vr = str(converted.VR)
