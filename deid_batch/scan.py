@@ -79,7 +79,9 @@ def _raw_text(raw: RawDataElement, vr: str) -> str | None:
         text = value.decode("ascii")
     except (UnicodeDecodeError, AttributeError):
         return _NEEDS_PYDICOM  # type: ignore[return-value]
-    text = text.rstrip("\x00 ") if vr == "UI" else text.strip(" \x00")
+    text = text.rstrip("\x00 ")
+    if not text.isprintable() or text[:1].isspace() or " \\" in text or "\\ " in text:
+        return _NEEDS_PYDICOM  # leading or inner padding: pydicom's per-VR rules decide
     return text
 
 
