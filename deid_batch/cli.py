@@ -276,8 +276,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import pydicom
-
     from deid_batch.engine import EngineOptions, deidentify_dataset
     from deid_batch.reading import read_dataset
 
@@ -293,7 +291,6 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(result.dataset)
         for w in result.warnings:
             print(f"warning: {w}", file=sys.stderr)
-    _ = pydicom
     return 0
 
 

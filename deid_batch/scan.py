@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -44,7 +44,6 @@ class ScanConfig:
     item_id: str = "SOPInstanceUID"
     skip: tuple[str, ...] = DEFAULT_SCAN_SKIP
     expand_sequences: bool = True
-    extra: tuple[str, ...] = field(default=())
 
 
 def _text(elem: DataElement) -> str | None:
