@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from deid_batch.errors import Problem, RecipeError
 from deid_batch.fields import selector_problem
+from deid_batch.functions import parse_keyvalues
 
 if TYPE_CHECKING:
     from deid_batch.plan import Plan
@@ -461,7 +462,7 @@ def _validate_value_source(entry: RecipeAction, problems: list[Problem]) -> None
         if entry.action == "ADD" and name in _NEEDS_FIELD:
             problems.append(Problem(*where, f"deid_func:{name} needs an existing field's value "
                                     "and cannot be used with ADD (use REPLACE)"))
-        opts = _keyvalues(extras)
+        opts = parse_keyvalues(extras)
         if name == "jitter":
             for key in ("days", "years"):
                 if key in opts and not _is_int(opts[key]):
@@ -474,25 +475,6 @@ def _validate_value_source(entry: RecipeAction, problems: list[Problem]) -> None
     if entry.action == "JITTER" and not _is_int(value):
         problems.append(Problem(*where, "JITTER needs a whole number of days (e.g. 'JITTER "
                                 "StudyDate -30') or var:/func:/deid_func:"))
-
-
-def _keyvalues(extras: str) -> dict[str, Any]:
-    """deid ``parse_keyvalue_pairs``: ``k=v`` split on single spaces; true/false/none/null typed."""
-    values: dict[str, Any] = {}
-    for pair in extras.split(" ") if extras else []:
-        if "=" not in pair:
-            continue
-        key, val = pair.split("=", 1)
-        val = val.strip()
-        typed: Any = val
-        if val == "true":
-            typed = True
-        if val == "false":
-            typed = False
-        if val in ("none", "null"):
-            typed = None
-        values[key.strip()] = typed
-    return values
 
 
 def _is_int(value: Any) -> bool:
