@@ -183,8 +183,8 @@ def fmt(x: float | None, digits: int = 0) -> str:
 def warm_worker() -> bool:
     """Import the pipeline on a dask worker before the clock starts (False if it is not there)."""
     try:
-        __import__("deid_batch.apply")
-        __import__("deid_batch.scan")
+        __import__("deid_batch.stages.apply")
+        __import__("deid_batch.stages.scan")
     except ImportError:
         return False
     return True

@@ -51,7 +51,7 @@ def task_overhead(client: Any, workers: int, n: int) -> dict[str, float]:
     db.from_sequence(range(n), partition_size=1).map_partitions(noop).compute()
     out["bag_wall_ms"] = (time.perf_counter() - t0) / n * 1e3
     try:
-        from deid_batch.pipeline import Executor, run_partitions
+        from deid_batch.stages.pipeline import Executor, run_partitions
     except ImportError:
         return out
     t0 = time.perf_counter()
@@ -70,8 +70,8 @@ def curve(client: Any, files: list[str], sizes: list[int], work: Path) -> dict[s
     replace = getattr(deid_batch, "replace_identifiers", None)
     try:
         from deid_batch.api import run_scan
-        from deid_batch.pipeline import Executor
-        from deid_batch.scan import ScanConfig
+        from deid_batch.stages.pipeline import Executor
+        from deid_batch.stages.scan import ScanConfig
     except ImportError:
         run_scan = None  # type: ignore[assignment]
     out = work / "partitions-out"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         points = curve(client, files, sizes, args.work)
     rule = None
     try:
-        from deid_batch.pipeline import partition_size
+        from deid_batch.stages.pipeline import partition_size
 
         rule = partition_size(len(files))
     except ImportError:

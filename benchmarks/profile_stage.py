@@ -68,10 +68,10 @@ def breakdown(files: list[str], out: Path) -> dict[str, float]:
 
     from pydicom import dcmread
 
-    from deid_batch.engine import EngineOptions, deidentify_dataset
-    from deid_batch.reading import read_dataset
-    from deid_batch.recipe import load_recipe
-    from deid_batch.writing import encode, write_atomic
+    from deid_batch.dicom.reading import read_dataset
+    from deid_batch.dicom.writing import encode, write_atomic
+    from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+    from deid_batch.recipe.parse import load_recipe
 
     recipe = load_recipe("dicom")
     options = EngineOptions()

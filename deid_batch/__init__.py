@@ -20,7 +20,6 @@ from deid_batch.api import (
     remove_private_identifiers,
     replace_identifiers,
 )
-from deid_batch.engine import EngineOptions, EngineResult, deidentify_dataset
 from deid_batch.errors import (
     ConfigError,
     DatasetError,
@@ -29,7 +28,8 @@ from deid_batch.errors import (
     RecipeError,
     ResumeMismatchError,
 )
-from deid_batch.recipe import Recipe, RecipeAction, load_deid, load_recipe
+from deid_batch.recipe.engine import EngineOptions, EngineResult, deidentify_dataset
+from deid_batch.recipe.parse import Recipe, RecipeAction, load_deid, load_recipe
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """The Python API, with deid's names: the stages called in order.
 
 ``get_identifiers`` (discover -> scan) and ``replace_identifiers`` (discover -> [scan -> mapping
-join] -> apply -> manifest) wire the stage modules together; :mod:`deid_batch.pipeline` runs the
+join] -> apply -> manifest) wire the stage modules together; :mod:`deid_batch.stages.pipeline` runs the
 partitions. ``client`` may be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in
 this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
 ``scheduler="tcp://host:8786"`` connects to an existing one, otherwise work runs in this process.
@@ -23,24 +23,24 @@ import pyarrow.parquet as pq
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from deid_batch import keys as keys_mod
-from deid_batch.apply import ApplyConfig, apply_partition
-from deid_batch.discover import check_output_location, discover
-from deid_batch.engine import EngineOptions, private_tags_warning
+from deid_batch.dicom.writing import TMP_MARKER
 from deid_batch.errors import ConfigError
-from deid_batch.manifest import ManifestStore, Summary, default_manifest_dir, read_manifest
-from deid_batch.mapping import (
+from deid_batch.recipe.engine import EngineOptions, private_tags_warning
+from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
+from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
+from deid_batch.stages import keys as keys_mod
+from deid_batch.stages.apply import ApplyConfig, apply_partition
+from deid_batch.stages.discover import check_output_location, discover
+from deid_batch.stages.manifest import ManifestStore, Summary, default_manifest_dir, read_manifest
+from deid_batch.stages.mapping import (
     check_mapping,
     from_lookup,
     join_variables,
     load_mapping,
     mapping_digest,
 )
-from deid_batch.pipeline import Executor, open_executor, partition_size, run_partitions
-from deid_batch.recipe import Recipe, RecipeAction, load_recipe
-from deid_batch.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
-from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
-from deid_batch.writing import TMP_MARKER
+from deid_batch.stages.pipeline import Executor, open_executor, partition_size, run_partitions
+from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
 
 __all__ = [
     "ApplyReport",

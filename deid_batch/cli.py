@@ -196,9 +196,9 @@ def _announce(args: argparse.Namespace) -> Any:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from deid_batch.api import load_config, run_scan
-    from deid_batch.discover import discover
-    from deid_batch.pipeline import open_executor
-    from deid_batch.scan import ScanConfig
+    from deid_batch.stages.discover import discover
+    from deid_batch.stages.pipeline import open_executor
+    from deid_batch.stages.scan import ScanConfig
 
     cfg = load_config(args.config)
     scan_config = ScanConfig(args.entity_id or cfg.entity_id or "PatientID",
@@ -258,11 +258,11 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deid_batch.verify import recipe_keeps, verify
+    from deid_batch.stages.verify import recipe_keeps, verify
 
     keep = None
     if args.recipe:
-        from deid_batch.recipe import load_recipe
+        from deid_batch.recipe.parse import load_recipe
 
         keep = recipe_keeps(load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0]))
     manifest = args.manifest
@@ -276,14 +276,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from deid_batch.engine import EngineOptions, deidentify_dataset
-    from deid_batch.reading import read_dataset
+    from deid_batch.dicom.reading import read_dataset
+    from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 
     ds = read_dataset(args.file, stop_before_pixels=True)
     print(f"# {args.file}")
     print(ds if not args.recipe else "")
     if args.recipe:
-        from deid_batch.recipe import load_recipe
+        from deid_batch.recipe.parse import load_recipe
 
         recipe = load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0])
         result = deidentify_dataset(ds, recipe, options=EngineOptions(uid_key=b"inspect-preview-key!"),

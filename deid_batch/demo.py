@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deid_batch.api import run_apply, run_scan
-from deid_batch.discover import discover
-from deid_batch.pipeline import open_executor
 from deid_batch.progress import ProgressBar
-from deid_batch.scan import ScanConfig
+from deid_batch.stages.discover import discover
+from deid_batch.stages.pipeline import open_executor
+from deid_batch.stages.scan import ScanConfig
 from deid_batch.synth import generate_archive
 
 __all__ = ["DOCS_RECIPE", "run_demo"]

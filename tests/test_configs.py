@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deid_batch.mapping import join_variables, load_mapping
-from deid_batch.recipe import load_recipe
+from deid_batch.recipe.parse import load_recipe
+from deid_batch.stages.mapping import join_variables, load_mapping
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(p for p in CONFIGS.iterdir() if p.is_file())

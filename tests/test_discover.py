@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deid_batch.discover import check_output_location, discover
 from deid_batch.errors import ConfigError
+from deid_batch.stages.discover import check_output_location, discover
 from tests.hostile import make_dicom, make_hostile_archive, permissions_enforced
 
 

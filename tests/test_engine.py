@@ -14,15 +14,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from deid_batch.engine import (
+from deid_batch.errors import DatasetError
+from deid_batch.recipe.engine import (
     DEFAULT_SKIP,
     EngineOptions,
     EngineResult,
     deidentify_dataset,
     private_tags_warning,
 )
-from deid_batch.errors import DatasetError
-from deid_batch.recipe import load_recipe
+from deid_batch.recipe.parse import load_recipe
 
 KEEP_PRIVATE = EngineOptions(remove_private=False)
 
@@ -347,7 +347,7 @@ def test_var_values_are_used_verbatim(make_dataset, tmp_path):
 
 
 def test_put_actions_run_after_the_recipe(make_dataset, tmp_path):
-    from deid_batch.recipe import RecipeAction
+    from deid_batch.recipe.parse import RecipeAction
 
     ds = make_dataset()
     options = EngineOptions(remove_private=False, put_actions=(

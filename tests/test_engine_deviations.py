@@ -8,9 +8,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from deid_batch.engine import EngineOptions, deidentify_dataset
 from deid_batch.errors import DatasetError
-from deid_batch.recipe import load_recipe
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+from deid_batch.recipe.parse import load_recipe
 
 KEEP_PRIVATE = EngineOptions(remove_private=False)
 

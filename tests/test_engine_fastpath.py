@@ -1,4 +1,4 @@
-"""The compiled plan (:mod:`deid_batch.plan`) gives exactly what the generic engine gives.
+"""The compiled plan (:mod:`deid_batch.recipe.plan`) gives exactly what the generic engine gives.
 
 ``deidentify_dataset`` runs a recipe through its plan (whitelist ``REMOVE ALL`` decided per
 top-level element, plain REMOVE runs batched); ``deidentify_dataset_generic`` runs every header
@@ -21,10 +21,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_batch.engine import EngineOptions, deidentify_dataset, deidentify_dataset_generic
-from deid_batch.plan import RemoveBatch
-from deid_batch.recipe import load_recipe
-from deid_batch.writing import encode
+from deid_batch.dicom.writing import encode
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, deidentify_dataset_generic, plan_of
+from deid_batch.recipe.parse import load_recipe
+from deid_batch.recipe.plan import RemoveBatch
 
 OPTIONS = EngineOptions(uid_key=b"k" * 32)
 VARIABLES = {"x": "VALUE", "uid": "1.2.3.4"}
@@ -211,7 +211,7 @@ _SETTINGS = settings(max_examples=150, deadline=None,
 def test_whitelist_shortcut_writes_what_the_generic_engine_writes(
         tmp_path, data, text, remove_private, disable_skip) -> None:
     recipe = recipe_from(tmp_path, text)
-    assert recipe.plan.whitelist is not None
+    assert plan_of(recipe).whitelist is not None
     options = EngineOptions(uid_key=b"k" * 32, remove_private=remove_private,
                             disable_skip=disable_skip)
     assert_same(data, recipe, options)
@@ -248,11 +248,11 @@ def test_default_and_deid_recipes_on_deid_data_samples_match_the_generic_engine(
 
 # ------------------------------------------------------------------------------- the plans
 def test_the_default_recipe_is_a_whitelist_and_deids_dicom_recipe_is_batched():
-    default = load_recipe(None).plan
+    default = plan_of(load_recipe(None))
     assert default.whitelist is not None
     assert not any(a.action == "KEEP" for a in default.whitelist.after)
     assert [a.action for a in default.whitelist.after] == ["REPLACE"] * 3
-    dicom = load_recipe("dicom").plan
+    dicom = plan_of(load_recipe("dicom"))
     assert dicom.whitelist is None
     kinds = [type(s).__name__ if isinstance(s, RemoveBatch) else s.action for s in dicom.steps]
     assert kinds == ["RemoveBatch"] + ["ADD"] * 6 + ["RemoveBatch"]
@@ -270,7 +270,7 @@ def test_the_default_recipe_is_a_whitelist_and_deids_dicom_recipe_is_batched():
 def test_recipes_outside_the_whitelist_shape_take_the_generic_path(tmp_path, text):
     if not text.startswith("%"):
         text = "%header\n" + text
-    assert recipe_from(tmp_path, "FORMAT dicom\n" + text).plan.whitelist is None
+    assert plan_of(recipe_from(tmp_path, "FORMAT dicom\n" + text)).whitelist is None
 
 
 def test_a_shielded_sequence_falls_back_to_the_generic_path(tmp_path):
@@ -286,17 +286,17 @@ def test_a_shielded_sequence_falls_back_to_the_generic_path(tmp_path):
     ds.save_as(buf, enforce_file_format=False)
     recipe = recipe_from(tmp_path, "FORMAT dicom\n%header\nREMOVE ALL\n"
                          "REPLACE RequestAttributesSequence deid_func:hmac_uid\n")
-    assert recipe.plan.whitelist is not None
+    assert plan_of(recipe).whitelist is not None
     assert_same(buf.getvalue(), recipe)
 
 
 def test_a_recipe_pickles_without_its_plan_and_compiles_it_again():
     recipe = load_recipe(None)
-    assert recipe.plan.whitelist is not None
+    assert plan_of(recipe).whitelist is not None
     clone = pickle.loads(pickle.dumps(recipe))
     assert clone == recipe
     assert "plan" not in clone.__dict__
-    assert clone.plan == recipe.plan
+    assert plan_of(clone) == plan_of(recipe)
 
 
 def test_a_malformed_sequence_that_remove_all_drops_still_fails_as_in_the_generic_engine():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from deid_batch.engine import EngineOptions, deidentify_dataset
-from deid_batch.recipe import load_recipe
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+from deid_batch.recipe.parse import load_recipe
 
 deid = pytest.importorskip("deid")
 deid_data = pytest.importorskip("deid_data")

@@ -7,7 +7,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deid_batch.layout import output_path, output_relpath
+from deid_batch.stages.layout import output_path, output_relpath
 
 KEY = b"k" * 32
 

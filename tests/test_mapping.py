@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deid_batch.errors import MappingError
-from deid_batch.mapping import from_lookup, join_variables, load_mapping, mapping_digest
+from deid_batch.stages.mapping import from_lookup, join_variables, load_mapping, mapping_digest
 
 KEYS = pa.table({
     "source": ["/a/1.dcm", "/a/2.dcm", "/b/3.dcm", "/c/4.dcm"],

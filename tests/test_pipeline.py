@@ -12,7 +12,7 @@ import pytest
 
 import deid_batch
 from deid_batch.api import run_apply
-from deid_batch.discover import discover
+from deid_batch.stages.discover import discover
 
 DOCS_RECIPE = """FORMAT dicom
 %header

@@ -10,8 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from deid_batch.dicom.reading import classify_entry, read_dataset, status_for
 from deid_batch.errors import DatasetError
-from deid_batch.reading import classify_entry, read_dataset, status_for
 from deid_batch.schemas import Reason, Status
 from tests.hostile import (
     build_dataset,

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from deid_batch.errors import RecipeError
-from deid_batch.recipe import Recipe, RecipeAction, load_deid, load_recipe
+from deid_batch.recipe.parse import Recipe, RecipeAction, load_deid, load_recipe
 
 deid = pytest.importorskip("deid")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from deid_batch.writing import TMP_MARKER
+from deid_batch.dicom.writing import TMP_MARKER
 from tests.hostile import make_dicom, manifest_rows, tree_digest
 
 KEY_HEX = ("5a" * 32).encode()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from deid_batch.api import run_apply
+from deid_batch.dicom.writing import TMP_MARKER
 from deid_batch.schemas import Reason, Status
-from deid_batch.writing import TMP_MARKER
 from tests.hostile import UNWRITABLE_REASONS, make_dicom, make_hostile_archive, manifest_rows
 
 KEY = b"k" * 32

@@ -17,8 +17,8 @@ import pydicom
 import pytest
 
 from deid_batch.api import run_apply
+from deid_batch.dicom.writing import TMP_MARKER
 from deid_batch.errors import ConfigError
-from deid_batch.writing import TMP_MARKER
 from tests.hostile import make_dicom, make_hostile_archive, tree_digest
 
 KEY_HEX = ("3c" * 32).encode()
@@ -92,7 +92,7 @@ def test_inputs_are_opened_read_only(tmp_path: Path, monkeypatch) -> None:
     """Every open of an input path asks for read access only."""
     import builtins
 
-    from deid_batch import reading
+    from deid_batch.dicom import reading
 
     make_hostile_archive(tmp_path / "in", good=2)
     root = str(tmp_path / "in")

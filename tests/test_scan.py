@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_batch.scan import DEFAULT_SCAN_SKIP, _text, flatten
+from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, _text, flatten
 
 SAMPLES = os.path.join(os.path.dirname(deid_data.__file__), "data")
 

@@ -14,9 +14,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from deid_batch.scan import ScanConfig, scan_partition
 from deid_batch.schemas import MANIFEST
-from deid_batch.verify import Hit, verify
+from deid_batch.stages.scan import ScanConfig, scan_partition
+from deid_batch.stages.verify import Hit, verify
 from tests.hostile import build_dataset, make_dicom
 
 KEEP = {
@@ -246,8 +246,8 @@ def test_a_recipe_that_keeps_names_fails_verify_in_strict_mode(tmp_path: Path) -
 
 
 def test_recipe_keeps_gives_the_strict_list_only_for_remove_everything_recipes(tmp_path: Path) -> None:
-    from deid_batch.recipe import load_recipe
-    from deid_batch.verify import recipe_keeps
+    from deid_batch.recipe.parse import load_recipe
+    from deid_batch.stages.verify import recipe_keeps
 
     assert recipe_keeps(load_recipe(None)) == frozenset(default_recipe_keeps())
     docs = tmp_path / "deid.docs"

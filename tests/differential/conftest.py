@@ -154,7 +154,7 @@ def run_both(
                              remove_private_after=remove_private, disable_skip=disable_skip)
             return Comparison(src, baseline, deid_out, OursRun(again, []))
         if not engine_available():
-            pytest.skip("deid_batch.engine is not importable yet (deid side ran)")
+            pytest.skip("deid_batch.recipe.engine is not importable yet (deid side ran)")
         if functions_via == "variables":
             variables, functions = {**variables, **functions}, {}
         ours = run_ours(src, recipe_ref, tmp_path / "ours" / str(n), base=base,

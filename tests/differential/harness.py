@@ -2,7 +2,7 @@
 
 ``run_deid`` calls ``deid.dicom.replace_identifiers`` exactly as the oracle rules say (one file,
 ``DeidRecipe(path, base=False)``, ``ids`` keyed by the absolute path, ``save=True`` into an output
-folder); ``run_ours`` calls ``deid_batch.engine.deidentify_dataset`` on a freshly read dataset and
+folder); ``run_ours`` calls ``deid_batch.recipe.engine.deidentify_dataset`` on a freshly read dataset and
 saves it the same way (``save_as`` with pydicom defaults). ``diff_files`` re-reads two files and
 compares them element by element - preamble, file meta, every element at every depth (tag path, VR,
 raw value bytes) and sequence item counts - and returns a list of :class:`Difference`; an empty list
@@ -151,8 +151,8 @@ def run_ours(
     disable_skip: bool = False,
 ) -> OursRun:
     """De-identify ``source`` with deid_batch's engine, save like deid, return path + warnings."""
-    from deid_batch.engine import EngineOptions, deidentify_dataset
-    from deid_batch.recipe import load_recipe
+    from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+    from deid_batch.recipe.parse import load_recipe
 
     ds = pydicom.dcmread(source, force=True)
     result = deidentify_dataset(
@@ -172,8 +172,8 @@ def run_ours(
 
 def engine_available() -> bool:
     try:
-        import deid_batch.engine  # noqa: F401
-        import deid_batch.recipe  # noqa: F401
+        import deid_batch.recipe.engine  # noqa: F401
+        import deid_batch.recipe.parse  # noqa: F401
     except ImportError:
         return False
     return True

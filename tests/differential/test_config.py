@@ -52,8 +52,8 @@ def test_a_custom_config_gives_the_same_file_as_deid(
                                      output_folder=str(tmp_path / "deid"), config=str(config))
     _get_fields_inner.cache_clear()
 
-    engine = pytest.importorskip("deid_batch.engine")
-    from deid_batch.recipe import RecipeAction, load_recipe
+    engine = pytest.importorskip("deid_batch.recipe.engine")
+    from deid_batch.recipe.parse import RecipeAction, load_recipe
 
     options = engine.EngineOptions(
         remove_private=False, skip=tuple(skip),
@@ -70,7 +70,7 @@ def test_the_default_options_are_deids_default_config() -> None:
     from deid.utils import read_json
 
     config = read_json(os.path.join(here, "config.json"))
-    engine = pytest.importorskip("deid_batch.engine")
+    engine = pytest.importorskip("deid_batch.recipe.engine")
     options = engine.EngineOptions()
     assert list(options.skip) == config["get"]["skip"]
     assert [(a.action, a.field, a.value) for a in options.put_actions] == [

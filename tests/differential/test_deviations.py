@@ -193,7 +193,7 @@ def test_a_recipe_line_deid_mishandles_is_an_error_naming_file_and_line(
     recipe = write_recipe(text, raw=True)
     assert deid_outcome(source, recipe, tmp_path / "deid", baseline_of(source, tmp_path)) \
         == deid_does
-    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
         recipe_mod.load_recipe(str(recipe))
@@ -206,7 +206,7 @@ def test_every_bad_line_of_a_recipe_is_reported_at_once(
 ) -> None:
     recipe = write_recipe(H + "replace PatientName x\nREMOVE allfields:x\nADD (0010,0010) x\n",
                           raw=True)
-    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
         recipe_mod.load_recipe(str(recipe))
@@ -220,7 +220,7 @@ def test_a_recipe_path_that_does_not_exist_is_an_error_where_deid_applies_nothin
     missing = tmp_path / "no-such.recipe"
     assert deid_outcome(source, missing, tmp_path / "deid", baseline_of(source, tmp_path)) \
         == "unchanged"
-    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError, match="no-such.recipe"):
         recipe_mod.load_recipe(str(missing))
@@ -236,7 +236,7 @@ def test_values_of_a_second_recipe_are_an_error_where_deid_drops_them(
     written = run_deid(source, [first, second], tmp_path / "deid")
     assert [(d.path, d.kind) for d in diff_files(baseline_of(source, tmp_path), written)] == [
         ("(0020,0010)", "only-in-a")]  # the list w does not exist: REMOVE values:w is a no-op
-    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
         recipe_mod.load_recipe([str(first), str(second)])
@@ -249,7 +249,7 @@ def test_an_upper_case_var_prefix_is_an_error_where_deid_writes_it_literally(
     source = generated_file()
     recipe = write_recipe("REPLACE PatientName Var:x")
     assert str(get(run_deid(source, recipe, tmp_path / "deid"), "PatientName")) == "Var:x"
-    recipe_mod = pytest.importorskip("deid_batch.recipe")
+    recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
         recipe_mod.load_recipe(str(recipe))
@@ -302,7 +302,7 @@ def test_jitter_of_a_us_value_keeps_it_and_warns_where_deid_cannot_write_the_fil
     source, recipe = generated_file(), write_recipe("JITTER PregnancyStatus 1")
     with pytest.raises(OSError, match="ushort format"):
         run_deid(source, recipe, tmp_path / "deid")
-    pytest.importorskip("deid_batch.engine")
+    pytest.importorskip("deid_batch.recipe.engine")
     ours = run_ours(source, recipe, tmp_path / "ours")
     assert get(ours.path, "PregnancyStatus") == 4
     assert_warned(ours.warnings, "JITTER", ("PregnancyStatus", "(0010,21C0)"), source)
@@ -329,9 +329,9 @@ def test_a_failing_dataset_does_not_stop_the_next_one_where_deid_aborts_the_call
     assert not (out / "good.dcm").exists()
     reference = run_deid(good, recipe, tmp_path / "deid-good-alone")
 
-    engine = pytest.importorskip("deid_batch.engine")
+    engine = pytest.importorskip("deid_batch.recipe.engine")
     errors = pytest.importorskip("deid_batch.errors")
-    from deid_batch.recipe import load_recipe
+    from deid_batch.recipe.parse import load_recipe
 
     compiled = load_recipe(str(recipe))
     options = engine.EngineOptions(remove_private=False)
@@ -357,8 +357,8 @@ def test_private_tags_are_removed_by_default_after_the_recipe(
     source = generated_file()
     recipe = write_recipe("REMOVE PatientID")
     deid_then_strip = run_deid(source, recipe, tmp_path / "deid", remove_private_after=True)
-    engine = pytest.importorskip("deid_batch.engine")
-    from deid_batch.recipe import load_recipe
+    engine = pytest.importorskip("deid_batch.recipe.engine")
+    from deid_batch.recipe.parse import load_recipe
 
     result = engine.deidentify_dataset(pydicom.dcmread(source), recipe=load_recipe(str(recipe)),
                                        source=str(source))
@@ -422,7 +422,7 @@ def test_jitter_of_an_unusable_date_keeps_it_and_warns_where_deid_aborts(
     original = get(source, "StudyDate")
     with pytest.raises((ValueError, OverflowError)):
         run_deid(source, recipe_path, tmp_path / "deid")
-    pytest.importorskip("deid_batch.engine")
+    pytest.importorskip("deid_batch.recipe.engine")
     ours = run_ours(source, recipe_path, tmp_path / "ours")
     assert get(ours.path, "StudyDate") == original
     assert_warned(ours.warnings, "JITTER", ("StudyDate", "(0008,0020)"), source)
@@ -449,7 +449,7 @@ def test_add_of_a_new_numeric_or_binary_element_is_written_where_deid_cannot_wri
     with pytest.raises((OSError, TypeError)):
         run_deid(absent, recipe, tmp_path / "deid-new")
     over_existing = run_deid(generated_file(), recipe, tmp_path / "deid-existing")
-    pytest.importorskip("deid_batch.engine")
+    pytest.importorskip("deid_batch.recipe.engine")
     ours = run_ours(absent, recipe, tmp_path / "ours")
     tag_path = str(Tag(tag_for_keyword(keyword)))
     assert flatten_file(ours.path)[tag_path] == flatten_file(over_existing)[tag_path]

@@ -83,8 +83,8 @@ def test_one_compiled_recipe_applied_to_many_datasets_gives_each_file_deids_outp
     variables = [{"days": d} for d in (1, -5, 30, 2, 9)]
     expected = [run_deid(s, recipe, tmp_path / "deid" / str(i), ids=v)
                 for i, (s, v) in enumerate(zip(sources, variables))]
-    engine = pytest.importorskip("deid_batch.engine")
-    from deid_batch.recipe import load_recipe
+    engine = pytest.importorskip("deid_batch.recipe.engine")
+    from deid_batch.recipe.parse import load_recipe
 
     compiled = load_recipe(str(recipe))
     options = engine.EngineOptions(remove_private=False)

@@ -102,7 +102,7 @@ def test_any_recipe_from_the_pool_gives_the_same_file_in_both_tools(
     body: list[str], source: Path
 ) -> None:
     if not engine_available():
-        pytest.skip("deid_batch.engine is not importable yet")
+        pytest.skip("deid_batch.recipe.engine is not importable yet")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         undo = with_tempdir(work / "tempfile")

@@ -80,7 +80,7 @@ def test_random_values_give_the_same_file_or_both_tools_fail(
     recipe_id: str, values: dict[str, Any]
 ) -> None:
     if not engine_available():
-        pytest.skip("deid_batch.engine is not importable yet")
+        pytest.skip("deid_batch.recipe.engine is not importable yet")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         undo = with_tempdir(work / "tempfile")

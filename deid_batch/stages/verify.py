@@ -271,7 +271,7 @@ def _load_pairing(manifest: str | None) -> dict[str, str]:
     """output path -> source path, from the manifest (written rows only)."""
     if manifest is None:
         return {}
-    from deid_batch.manifest import read_manifest
+    from deid_batch.stages.manifest import read_manifest
 
     table = read_manifest(manifest).select(["source", "output"])
     return {

@@ -12,24 +12,19 @@ A :class:`Recipe` is frozen, picklable and hashable; build it once per run and p
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deid_batch.errors import Problem, RecipeError
-from deid_batch.fields import selector_problem
-from deid_batch.functions import parse_keyvalues
-
-if TYPE_CHECKING:
-    from deid_batch.plan import Plan
+from deid_batch.recipe.fields import selector_problem
+from deid_batch.recipe.functions import parse_keyvalues
+from deid_batch.recipe.model import FilterCriterion, FilterLabel, Recipe, RecipeAction
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -60,116 +55,6 @@ BUNDLED_NAMES = ("dicom", "dicom.ultrasound", "dicom.xray.chest")
 _TOKEN_RE = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"])*"|'(?:\\.|[^'])*')+""")
 _HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _VALUE_PREFIX_RE = re.compile(r"^(var|func|deid_func):", re.IGNORECASE)
-
-
-# ------------------------------------------------------------------------------------ data types
-@dataclass(frozen=True)
-class RecipeAction:
-    """One recipe line: ``ACTION FIELD [VALUE]`` (also FIELD/SPLIT lines of %values/%fields)."""
-
-    action: str
-    field: str
-    value: str | None
-    source: str
-    line: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """deid's dict for this entry: ``value`` only when the line had one."""
-        entry: dict[str, Any] = {"action": self.action, "field": self.field}
-        if self.value is not None:
-            entry["value"] = self.value
-        return entry
-
-    @property
-    def where(self) -> str:
-        """``file:line`` of the entry (or the source name alone for dict recipes)."""
-        return f"{self.source}:{self.line}" if self.line else self.source
-
-
-@dataclass(frozen=True)
-class FilterCriterion:
-    """One criteria line of a %filter LABEL (deid ``parse_member``)."""
-
-    action: tuple[str, ...]
-    field: tuple[str, ...]
-    operator: str | None
-    inner_operators: tuple[str, ...]
-    value: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"action": list(self.action), "field": list(self.field), "operator": self.operator,
-                "InnerOperators": list(self.inner_operators), "value": list(self.value)}
-
-
-@dataclass(frozen=True)
-class FilterLabel:
-    """One LABEL block of a %filter group; kept for the pixel phase, ignored by header work."""
-
-    name: str
-    filters: tuple[FilterCriterion, ...]
-    coordinates: tuple[tuple[int, str], ...]
-    source: str = ""
-    line: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "filters": [f.as_dict() for f in self.filters],
-                "coordinates": [[m, c] for m, c in self.coordinates]}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A parsed, validated (possibly combined) recipe. Frozen, picklable, hashable."""
-
-    format: str
-    header: tuple[RecipeAction, ...]
-    values: tuple[tuple[str, tuple[RecipeAction, ...]], ...] = ()
-    fields: tuple[tuple[str, tuple[RecipeAction, ...]], ...] = ()
-    filters: tuple[tuple[str, tuple[FilterLabel, ...]], ...] = ()
-    labels: tuple[RecipeAction, ...] = ()
-    sources: tuple[str, ...] = ()
-    #: sections present in the text (so that ``as_dict`` shows empty ones as deid does)
-    sections: tuple[str, ...] = field(default=(), compare=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """deid's inspectable shape (``DeidRecipe().deid``)."""
-        out: dict[str, Any] = {"format": self.format}
-        present = set(self.sections)
-        if self.header or "header" in present:
-            out["header"] = [a.as_dict() for a in self.header]
-        if self.labels or "labels" in present:
-            out["labels"] = [a.as_dict() for a in self.labels]
-        if self.values or "values" in present:
-            out["values"] = {name: [a.as_dict() for a in acts] for name, acts in self.values}
-        if self.fields or "fields" in present:
-            out["fields"] = {name: [a.as_dict() for a in acts] for name, acts in self.fields}
-        if self.filters or "filter" in present:
-            out["filter"] = {name: [lab.as_dict() for lab in labs] for name, labs in self.filters}
-        return out
-
-    @property
-    def digest(self) -> str:
-        """sha256 (hex) of the canonical content: equal recipes give equal digests."""
-        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def values_names(self) -> frozenset[str]:
-        return frozenset(name for name, _ in self.values)
-
-    @functools.cached_property
-    def plan(self) -> Plan:
-        """The compiled execution plan (:mod:`deid_batch.plan`), built on first use and kept
-        with this object (not pickled: each worker compiles its own once)."""
-        from deid_batch.plan import compile_plan
-
-        return compile_plan(self)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("plan", None)
-        return state
-
-    def fields_names(self) -> frozenset[str]:
-        return frozenset(name for name, _ in self.fields)
 
 
 # ------------------------------------------------------------------------------- the text parser
@@ -630,7 +515,7 @@ def _from_recipe(recipe: Recipe) -> _Parsed:
 # ---------------------------------------------------------------------------------- locating
 def default_recipe_path() -> Path:
     """Our built-in default recipe ("remove everything but the pixels")."""
-    return Path(__file__).with_name("data") / "deid.default"
+    return Path(__file__).parent.parent / "data" / "deid.default"
 
 
 def _bundled_deid_path(name: str) -> Path | None:

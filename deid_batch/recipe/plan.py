@@ -1,8 +1,8 @@
-"""Compiled execution plan of a :class:`~deid_batch.recipe.Recipe`: a recipe in, the steps the
-engine runs out. Computed once per Recipe object (``Recipe.plan``), never per dataset.
+"""Compiled execution plan of a :class:`~deid_batch.recipe.parse.Recipe`: a recipe in, the steps the
+engine runs out. Computed once per Recipe object (:func:`deid_batch.recipe.engine.plan_of`), never per dataset.
 
 Three rewrites; each gives exactly the result of running the header actions one by one
-(:mod:`deid_batch.engine` keeps that generic path, and the tests compare the two):
+(:mod:`deid_batch.recipe.engine` keeps that generic path, and the tests compare the two):
 
 * **KEEP lines** with a static selector (below) are dropped from the steps: KEEP acts before
   any action, through the skip list; at its own turn it only selects, with no effect.
@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
-from deid_batch.fields import STATIC_KINDS, Selector, compile_selector
-
-if TYPE_CHECKING:
-    from deid_batch.recipe import Recipe, RecipeAction
+from deid_batch.recipe.fields import STATIC_KINDS, Selector, compile_selector
+from deid_batch.recipe.model import Recipe, RecipeAction
 
 __all__ = ["Plan", "RemoveBatch", "Whitelist", "compile_plan"]
 

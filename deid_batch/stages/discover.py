@@ -4,7 +4,7 @@ Runs on the client, no dask. Takes a path or an iterable of paths; returns absol
 
 * Every non-directory entry is listed, whatever it is: regular files, symlinks (to files, to
   folders, broken or looping), FIFOs, sockets, devices. Each one gets its own manifest row later
-  (:func:`deid_batch.reading.classify_entry` says what it is); nothing is silently dropped.
+  (:func:`deid_batch.dicom.reading.classify_entry` says what it is); nothing is silently dropped.
 * Folders are descended with :func:`os.scandir` without following directory symlinks, so a
   symlink loop cannot make the walk loop. A folder that cannot be listed is itself listed as an
   entry (it gets an ``unreadable`` row).

@@ -19,14 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from deid_batch import reading
-from deid_batch.engine import EngineOptions, deidentify_dataset
+from deid_batch.dicom import reading
+from deid_batch.dicom.writing import Outcome, encode, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
-from deid_batch.layout import output_path
-from deid_batch.recipe import Recipe
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
-from deid_batch.writing import Outcome, encode, write_atomic
+from deid_batch.stages.layout import output_path
 
 __all__ = ["ApplyConfig", "apply_partition", "process_file"]
 

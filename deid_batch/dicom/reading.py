@@ -2,7 +2,7 @@
 
 Runs on workers; pure functions, no dask, no process-wide state.
 
-* :func:`classify_entry` takes a path found by :mod:`deid_batch.discover` and returns ``None`` for a
+* :func:`classify_entry` takes a path found by :mod:`deid_batch.stages.discover` and returns ``None`` for a
   regular file worth reading, or ``(Status, Reason, message)`` for an entry that gets its manifest
   row without being read (symlink to a folder, FIFO, socket, device, broken or looping symlink,
   zero-byte or unreadable file).

@@ -22,10 +22,10 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from deid_batch import reading
-from deid_batch.engine import DEFAULT_SKIP
+from deid_batch.dicom import reading
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
+from deid_batch.recipe.engine import DEFAULT_SKIP
 from deid_batch.schemas import FIELD, IDENTIFIERS, SCAN_ERRORS, Reason, Status
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]

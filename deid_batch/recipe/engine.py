@@ -4,14 +4,14 @@ dataset (modified in place) + PHI-free warnings out.
 This is deid 0.4.13's ``DicomParser.parse`` followed by its config "put" actions:
 
 1. KEEP selectors are expanded against a full index; their uids join the skip list.
-2. The field index is built (:func:`deid_batch.fields.build_index`).
+2. The field index is built (:func:`deid_batch.recipe.fields.build_index`).
 3. ``%values`` / ``%fields`` lists are extracted once.
 4. Header actions run in recipe order, each on the current index; REMOVE never deletes an
    element that any REPLACE/JITTER selector of the recipe matches; JITTER skips empty values.
 5. ``options.put_actions`` run (default ``KEEP PixelData``).
 6. Private tags are removed when ``options.remove_private`` (our default; deid's is off).
 
-The recipe's compiled plan (:mod:`deid_batch.plan`, built once per Recipe object) shortens two
+The recipe's compiled plan (:mod:`deid_batch.recipe.plan`, built once per Recipe object) shortens two
 common shapes without changing any result: a "whitelist" (``REMOVE ALL`` after nothing but KEEP
 lines) is decided per top-level element instead of flattening the whole dataset, and runs of
 plain REMOVE lines (deid's bundled recipe) become one pass over the index.
@@ -42,7 +42,7 @@ from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import BaseTag, Tag
 
 from deid_batch.errors import DatasetError, RecipeError
-from deid_batch.fields import (
+from deid_batch.recipe.fields import (
     DicomField,
     FieldIndex,
     Selector,
@@ -56,9 +56,9 @@ from deid_batch.fields import (
     locate_parent,
     static_hit,
 )
-from deid_batch.functions import BUILTINS, jitter_days, jitter_element
-from deid_batch.plan import KEEP, SHIELD, SKIP, RemoveBatch, Step, Whitelist
-from deid_batch.recipe import HEADER_ACTIONS, Recipe, RecipeAction, load_recipe
+from deid_batch.recipe.functions import BUILTINS, jitter_days, jitter_element
+from deid_batch.recipe.parse import HEADER_ACTIONS, Recipe, RecipeAction, load_recipe
+from deid_batch.recipe.plan import KEEP, SHIELD, SKIP, Plan, RemoveBatch, Step, Whitelist, compile_plan
 
 __all__ = [
     "DEFAULT_PUT_ACTIONS",
@@ -67,6 +67,7 @@ __all__ = [
     "EngineResult",
     "deidentify_dataset",
     "deidentify_dataset_generic",
+    "plan_of",
     "private_tags_warning",
 ]
 
@@ -95,6 +96,16 @@ _BYTES_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
 _INT_VRS = ("SL", "SS", "SV", "UL", "US", "UV")
 _HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 
+
+
+def plan_of(recipe: Recipe) -> Plan:
+    """``recipe``'s compiled plan, built on first use and kept on the object (not pickled: each
+    worker compiles its own once)."""
+    plan: Plan | None = recipe.__dict__.get("_plan")
+    if plan is None:
+        plan = compile_plan(recipe)
+        object.__setattr__(recipe, "_plan", plan)
+    return plan
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -197,7 +208,7 @@ class _Run:
                              f"{message}")
 
     def execute(self) -> None:
-        plan = self.recipe.plan if self.fast else None
+        plan = plan_of(self.recipe) if self.fast else None
         steps: tuple[Step, ...]
         if plan is not None and plan.whitelist is not None and \
                 self._whitelist_remove_all(plan.whitelist):
@@ -317,7 +328,7 @@ class _Run:
         return seen, kept
 
     def remove_batch(self, batch: RemoveBatch) -> None:
-        """A run of plain REMOVE lines in one pass (see :mod:`deid_batch.plan`)."""
+        """A run of plain REMOVE lines in one pass (see :mod:`deid_batch.recipe.plan`)."""
         self.action = batch.actions[0]
         key, uid_keys, selectors = batch.memo_key, batch.uid_keys, batch.selectors
         matches = []
