@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,22 @@ from pydicom.dataset import Dataset
 
 from deid_batch.dicom.writing import TMP_MARKER
 from deid_batch.errors import ConfigError
+from deid_batch.recipe.builtins import DEFAULT_BASE
 from deid_batch.recipe.engine import EngineOptions, private_tags_warning
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.discover import check_output_location, discover
-from deid_batch.stages.manifest import ManifestStore, Summary, default_manifest_dir, read_manifest
+from deid_batch.stages.layout import output_path
+from deid_batch.stages.manifest import (
+    RECIPE_FILE,
+    RUN_FILE,
+    ManifestStore,
+    Summary,
+    default_manifest_dir,
+    read_manifest,
+)
 from deid_batch.stages.mapping import (
     check_mapping,
     from_lookup,
@@ -224,6 +234,8 @@ class ApplyReport:
     output_folder: str
     identifiers: str | None = None
     messages: list[str] = field(default_factory=list)
+    #: the effective recipe stack, base first
+    recipe_stack: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -266,6 +278,18 @@ def _mapping_name(variables: Any) -> str:
     return "the mapping table"
 
 
+def _read_ids(path: str) -> pa.Table:
+    """The key columns of an identifiers table written by ``scan``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"identifiers table {path} does not exist; write it with `deid-batch scan SRC --ids "
+                          f"{path}`, or leave out --ids")
+    try:
+        return pq.read_table(path, columns=["source", "entity_id", "item_id"])
+    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+        raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` "
+                          f"({type(exc).__name__}); a mapping goes to --vars, identifiers to --ids") from None
+
+
 def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
                      ) -> tuple[pa.Table | None, pa.Table | None, dict[str, Callable[..., Any]]]:
     """Return (identifier keys table or None, mapping table or None, functions from ids)."""
@@ -273,7 +297,7 @@ def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
     keys_table = None
     mapping = None
     if isinstance(ids, (str, os.PathLike)):
-        keys_table = pq.read_table(os.fspath(ids), columns=["source", "entity_id", "item_id"])
+        keys_table = _read_ids(os.fspath(ids))
     elif isinstance(ids, pa.Table):
         keys_table = ids.select(["source", "entity_id", "item_id"])
     elif isinstance(ids, Mapping):
@@ -295,9 +319,26 @@ def _lost_partition(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
           "warnings": [], "partition": i} for s, _v in chunk], schema=MANIFEST)
 
 
+def _ids_name(ids: Any) -> str:
+    return f"identifiers table {os.fspath(ids)}" if isinstance(ids, (str, os.PathLike)) else "the identifiers table"
+
+
+def _check_ids_cover(paths: list[str], keys_table: pa.Table, ids_name: str) -> int:
+    """How many inputs the identifiers table lacks; none of them at all is an error."""
+    known = set(keys_table.column("source").to_pylist())
+    missing = sum(1 for p in paths if p not in known)
+    if paths and missing == len(paths):
+        raise ConfigError(
+            f"{ids_name} holds none of the {len(paths)} input files (made from another archive or "
+            "folder?); run `deid-batch scan` on these inputs, or leave out --ids to gather them"
+        )
+    return missing
+
+
 def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
                         entity: str, item: str, cfg: DeidConfig, ex: Executor,
-                        report: ApplyReport) -> list[Mapping[str, Any] | None]:
+                        report: ApplyReport, ids_name: str = "the identifiers table",
+                        ) -> list[Mapping[str, Any] | None]:
     """Each file's variables from the mapping join (scanning first if no identifiers were given)."""
     if mapping is None:
         return [None] * len(paths)
@@ -307,19 +348,80 @@ def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: 
         keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip), ex,
                                  parquet_path=ids_path, keep_fields=False)
         report.identifiers = ids_path
+    else:
+        missing = _check_ids_cover(paths, keys_table, ids_name)
+        if missing:
+            logger.warning("%d input files are not in %s; they get no variables (var: lookups missing): "
+                           "re-run scan to include them", missing, ids_name)
+            report.summary.not_in_ids = missing
     joined = join_variables(keys_table, mapping, entity, item)
     report.summary.unmapped = joined.unmapped
+    report.summary.unused_rows = joined.unused_rows
     if joined.unmapped:
         logger.warning("%d files have no row in the mapping; their var: lookups are missing",
                        joined.unmapped)
-    by_source: dict[str, dict[str, Any]] = {}
-    for row in joined.table.to_pylist():
-        src = row.pop("source")
-        by_source[src] = {k: v for k, v in row.items() if v is not None}
+    if joined.unused_rows:
+        logger.warning("%d mapping rows match no input file (check the key column's values)", joined.unused_rows)
+    by_source = dict(joined.per_source())
     return [by_source.get(p) for p in paths]
 
 
-def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any = None,
+def _has_files(folder: str) -> bool:
+    """Does ``folder`` hold any file (at any depth)? Stops at the first one."""
+    if not os.path.isdir(folder):
+        return False
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    return True
+    return False
+
+
+def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, key: bytes) -> None:
+    """Refuse an OUTDIR that already holds files made under another run key.
+
+    Such a run would write a second copy of every input under new names. OUTDIR is accepted when
+    this manifest folder's run wrote into it with this key, or when an output this key gives one
+    of the inputs is already there.
+    """
+    if not _has_files(output_folder):
+        return
+    run_file = os.path.join(manifest_dir, RUN_FILE)
+    if os.path.exists(run_file):
+        try:
+            with open(run_file, encoding="utf-8") as fh:
+                before = json.load(fh)
+        except (OSError, ValueError):
+            before = {}
+        if before.get("output_folder") == output_folder and before.get("key") == keys_mod.key_fingerprint(key):
+            return
+    if any(os.path.lexists(output_path(output_folder, key, p)) for p in paths[:256]):
+        return
+    raise ConfigError(
+        f"output folder {output_folder} already holds files that this run's key did not make "
+        "(an earlier run with another --manifest folder or key?); writing would add a second copy "
+        "of every input under new names. Give the manifest folder of the run that made them "
+        "(--manifest DIR) or its key (--key-file FILE), or choose a new, empty --out folder"
+    )
+
+
+def _open_manifest(manifest_dir: str, fingerprint: dict[str, Any], resume: bool, new_key: bytes | None,
+                   recipe: Recipe) -> ManifestStore:
+    """Create (or check, on resume) the manifest folder; keep a generated key and the effective recipe."""
+    store = ManifestStore(manifest_dir)
+    store.done = store.prepare(fingerprint, resume=resume)
+    if new_key is not None:
+        keys_mod.store_key(manifest_dir, new_key)
+    store.write_json(RECIPE_FILE, {"stack": list(recipe.stack), "recipe": recipe.as_dict()})
+    return store
+
+
+def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: Any = None,
+              variables: Any = None,
               output_folder: str | None = None, overwrite: bool = False, remove_private: bool = True,
               entity_id: str | None = None, item_id: str | None = None, client: Any = None,
               workers: int | None = None, scheduler: str | None = None, config: Any = None,
@@ -327,8 +429,12 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True) -> ApplyReport:
-    """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs)."""
-    parsed: Recipe = load_recipe(recipe)
+    """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
+
+    ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
+    recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
+    """
+    parsed: Recipe = load_recipe(recipe, base=base)
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
@@ -340,9 +446,13 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item)
     if mapping is not None:
         check_mapping(mapping, entity, item, name=_mapping_name(variables))
+        if keys_table is not None:
+            _check_ids_cover(paths, keys_table, _ids_name(ids))
     manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
     _check_manifest_location(files, output_folder, manifest_dir)
-    key = keys_mod.resolve_key(manifest_dir, key_file)
+    key, new_key = keys_mod.resolve_key(manifest_dir, key_file)
+    if not resume:
+        _check_outdir_key(paths, output_folder, manifest_dir, key)
     default_options = EngineOptions()
     options = EngineOptions(
         remove_private=remove_private, uid_key=key,
@@ -357,26 +467,28 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
         "entity_id": entity, "item_id": item, "skip": list(options.skip),
         "put_actions": [f"{a.action} {a.field} {a.value or ''}".strip() for a in options.put_actions],
         "functions": sorted(all_functions), "partition_size": size,
-        "key": keys_mod.key_fingerprint(key),
+        "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
+        "run_stamp": time.time_ns() // 1_000 * 1_000,
     }
-    store = ManifestStore(manifest_dir)
-    done_parts = store.prepare(fingerprint, resume=resume)
+    store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
+    done_parts = store.done
     if resume and os.path.isdir(output_folder):
         stale = _clean_stale_tmp(output_folder)
         if stale:
             logger.info("removed %d partial temporary files left by the interrupted run", stale)
     os.makedirs(output_folder, exist_ok=True)
-    report = ApplyReport([], Summary(), manifest_dir, output_folder)
+    report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
     if not remove_private:
         logger.warning(private_tags_warning())
         report.messages.append(private_tags_warning())
     with open_executor(client, workers=workers, scheduler=scheduler) as ex:
         if on_start is not None:
             on_start(ex)
-        rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report)
+        rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
+                                        ids_name=_ids_name(ids))
         items = list(zip(paths, rows_vars))
         apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
-                                   tuple(sorted(all_functions.items())))
+                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp)
         total, done = len(items), 0
         for i in sorted(done_parts):
             part = store.read_part(i)
@@ -402,13 +514,17 @@ def run_apply(files: Any, *, recipe: Any = None, ids: Any = None, variables: Any
     return report
 
 
-def replace_identifiers(files: Any = None, *, recipe: Any = None, ids: Any = None, variables: Any = None,
+def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: Any = None,
+                        variables: Any = None,
                         output_folder: str | None = None, overwrite: bool = False,
                         remove_private: bool = True, entity_id: str | None = None,
                         item_id: str | None = None, client: Any = None, config: Any = None,
                         functions: Mapping[str, Callable[..., Any]] | None = None,
                         dicom_files: Any = None, deid: Any = None, **kwargs: Any) -> list[str]:
-    """De-identify ``files`` with ``recipe``; return the output paths in input order.
+    """De-identify ``files`` with ``recipe`` on ``base``; return the output paths in input order.
+
+    ``base`` (default ``"remove-everything"``) is layered under ``recipe`` as deid's docs show
+    (``"none"``: the recipe alone, as deid 0.4.13 runs it; see :func:`deid_batch.recipe.load_recipe`).
 
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
@@ -421,7 +537,7 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, ids: Any = Non
     if unknown:
         raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,
-                       ids=ids, variables=variables, output_folder=output_folder, overwrite=overwrite,
+                       base=base, ids=ids, variables=variables, output_folder=output_folder, overwrite=overwrite,
                        remove_private=remove_private, entity_id=entity_id, item_id=item_id,
                        client=client, config=config, functions=functions, **kwargs)
     if report.summary.failed:
@@ -436,7 +552,7 @@ def remove_private_identifiers(files: Any = None, *, output_folder: str | None =
                                overwrite: bool = False, client: Any = None, dicom_files: Any = None,
                                **kwargs: Any) -> list[str]:
     """Copy ``files`` with every private tag removed (nothing else changes but the file meta)."""
-    return replace_identifiers(files, dicom_files=dicom_files, recipe=_EMPTY_RECIPE,
+    return replace_identifiers(files, dicom_files=dicom_files, recipe=_EMPTY_RECIPE, base=None,
                                output_folder=output_folder, overwrite=overwrite, remove_private=True,
                                client=client, **kwargs)
 

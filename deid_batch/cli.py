@@ -17,6 +17,7 @@ from typing import Any
 
 from deid_batch import __version__
 from deid_batch.errors import DeidBatchError
+from deid_batch.recipe.builtins import DEFAULT_BASE
 
 __all__ = ["main"]
 
@@ -29,7 +30,8 @@ workflow (as in deid's docs: get identifiers, fill in variables, replace):
   deid-batch apply /data/pacs --out /share/deid --recipe my.recipe --vars mapping.csv --ids ids.parquet
   deid-batch verify /share/deid --ids ids.parquet       # 3. rescan outputs for original identifiers
 
-without --recipe, apply uses the built-in "remove everything but the pixels" recipe.
+apply layers your --recipe on the built-in "remove-everything" base (every element your recipe does
+not keep, replace or add is removed); --base none applies your recipe alone, as deid 0.4.13 does.
 --workers N starts N local worker processes (default: all cores; 0 = in this process);
 --scheduler tcp://host:8786 uses an existing dask.distributed scheduler instead.
 exit codes: 0 ok, 1 some files failed (see the manifest), 2 usage or configuration error.
@@ -47,6 +49,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+
+
+def _base_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", default=DEFAULT_BASE, metavar="NAME|none",
+                   help=f"recipe layered under --recipe (default {DEFAULT_BASE}: every element not kept or "
+                   "replaced by your recipe is removed, as in deid's docs); a built-in name or a recipe "
+                   "file; 'none' applies your recipe alone (deid 0.4.13's behaviour). Not used when the "
+                   "first --recipe is a complete built-in (dicom, remove-everything)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (not inside an input)")
     p.add_argument("--recipe", action="append", metavar="R",
-                   help="recipe file, folder, or bundled deid recipe name (dicom, dicom.ultrasound, "
-                   "dicom.xray.chest); repeat to combine. Default: remove everything but the pixels")
+                   help="recipe file, folder, or built-in recipe name (remove-everything, dicom, "
+                   "dicom.ultrasound, dicom.xray.chest); repeat to combine, in order. It is applied on "
+                   "top of --base")
+    _base_option(p)
     p.add_argument("--vars", metavar="MAPPING", help="variable mapping (CSV or Parquet) keyed by PatientID "
                    "[and SOPInstanceUID]; its other columns are variables for var:NAME")
     p.add_argument("--ids", metavar="IDS.parquet", help="identifiers table from `scan` (else gathered when "
@@ -110,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--recipe", action="append", metavar="R")
+    p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
+    _base_option(p)
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -224,6 +237,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: Any) -> None:
+    if report.recipe_stack:
+        print(f"recipe:   {' + '.join(report.recipe_stack)}")
     print("\n".join(report.summary.lines()))
     print(f"output:   {report.output_folder}")
     print(f"manifest: {report.manifest}")
@@ -236,7 +251,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
     report = run_apply(
-        args.sources, recipe=recipe, ids=args.ids, variables=args.vars, output_folder=args.out,
+        args.sources, recipe=recipe, base=args.base, ids=args.ids, variables=args.vars, output_folder=args.out,
         overwrite=args.overwrite, remove_private=not args.keep_private, entity_id=args.entity_id,
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
@@ -285,7 +300,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.recipe:
         from deid_batch.recipe.parse import load_recipe
 
-        recipe = load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0])
+        recipe = load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0], base=args.base)
+        print(f"# recipe: {' + '.join(recipe.stack)}")
         result = deidentify_dataset(ds, recipe, options=EngineOptions(uid_key=b"inspect-preview-key!"),
                                     source=os.path.basename(args.file))
         print(result.dataset)

@@ -64,16 +64,15 @@ def run_demo(folder: str, *, n_files: int = 200, workers: int | None = None,
         recipe_path = os.path.join(folder, "deid.recipe")
         with open(recipe_path, "w", encoding="utf-8") as fh:
             fh.write(DOCS_RECIPE)
-        # the docs recipe on top of the built-in "remove everything but the pixels" default
-        default = os.path.join(os.path.dirname(__file__), "data", "deid.default")
-        report = run_apply(archive, recipe=[default, recipe_path], ids=ids_path, variables=mapping_path,
+        # the docs recipe on the built-in "remove-everything" base, as `deid-batch apply` runs it
+        report = run_apply(archive, recipe=recipe_path, ids=ids_path, variables=mapping_path,
                            output_folder=os.path.join(folder, "deid"), overwrite=True, client=ex.client
                            if ex.client is not None else "sync",
                            progress=ProgressBar("apply", enabled=progress))
     print("\n".join(report.summary.lines()))
     print(f"identifiers: {ids_path} (PHI: keep private)")
     print(f"mapping:     {mapping_path}")
-    print(f"recipe:      {recipe_path}")
+    print(f"recipe:      {' + '.join(report.recipe_stack)}")
     print(f"output:      {report.output_folder}")
     print(f"manifest:    {report.manifest}")
     return report.exit_code

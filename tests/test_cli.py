@@ -78,7 +78,7 @@ def test_verify_with_the_recipe_is_strict_and_exits_1_on_kept_identifiers(small_
     recipe = tmp_path / "keep-names.recipe"
     recipe.write_text("FORMAT dicom\n%header\nADD PatientIdentityRemoved YES\n")
     out = tmp_path / "out"
-    assert main(["apply", str(small_archive), "--out", str(out), "--recipe", str(recipe),
+    assert main(["apply", str(small_archive), "--out", str(out), "--recipe", str(recipe), "--base", "none",
                  "--workers", "0", "--no-progress"]) == 0
     default = str(__import__("pathlib").Path(__file__).parent.parent / "configs" / "deid.remove-everything")
     capsys.readouterr()

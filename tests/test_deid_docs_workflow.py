@@ -50,8 +50,51 @@ def test_docs_example_replaces_with_the_variables(small_archive, tmp_path, recip
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.SOPInstanceUID.startswith("cookiemonster-image-")
         seen.add(ds.SOPInstanceUID)
-        assert any(e.tag.is_private for e in ds.iterall())  # remove_private=False honoured
     assert len(seen) == 24
+
+
+# The seed's workflow: the docs recipe on the remove-everything base keeps only what it names and
+# what decodes the pixels; everything else (names, dates, private tags, ...) is gone.
+PIXEL_MODULE = {"SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                "BitsStored", "HighBit", "PixelRepresentation", "PixelData", "PlanarConfiguration",
+                "SmallestImagePixelValue", "LargestImagePixelValue", "RescaleIntercept", "RescaleSlope",
+                "RescaleType", "WindowCenter", "WindowWidth", "PixelSpacing", "ImagerPixelSpacing",
+                "NumberOfFrames", "FrameIncrementPointer", "PixelPaddingValue", "LossyImageCompression",
+                "PixelAspectRatio"}
+
+
+def _kept_by_base():
+    from deid_batch.recipe import default_recipe_path
+
+    return {line.split()[1] for line in default_recipe_path().read_text().splitlines()
+            if line.startswith(("KEEP ", "REPLACE "))}
+
+
+def test_docs_recipe_on_the_default_base_keeps_only_what_it_names(small_archive, tmp_path, recipe, key_file):
+    ids = _fill(as_lookup(get_identifiers(small_archive)))
+    outputs = replace_identifiers(dicom_files=str(small_archive), deid=recipe, ids=ids,
+                                  output_folder=str(tmp_path / "out"), overwrite=True,
+                                  remove_private=False, key_file=key_file)
+    allowed = {"PatientIdentityRemoved", "PatientID", "SOPInstanceUID"} | PIXEL_MODULE | _kept_by_base()
+    for path in outputs:
+        ds = pydicom.dcmread(path)
+        names = {e.keyword for e in ds}
+        assert names - allowed == set(), "only the recipe's elements and the pixel module survive"
+        assert "PatientName" not in ds and "StudyDate" not in ds and "PatientBirthDate" not in ds
+        assert not any(e.tag.is_private for e in ds.iterall())  # REMOVE ALL of the base takes them
+        assert ds.PatientID == "cookiemonster" and ds.PatientIdentityRemoved == "YES"
+
+
+def test_base_none_runs_the_recipe_alone_as_deid_does(small_archive, tmp_path, recipe, key_file):
+    ids = _fill(as_lookup(get_identifiers(small_archive)))
+    outputs = replace_identifiers(dicom_files=str(small_archive), deid=recipe, base="none", ids=ids,
+                                  output_folder=str(tmp_path / "out"), overwrite=True,
+                                  remove_private=False, key_file=key_file)
+    for path in outputs:
+        ds = pydicom.dcmread(path)
+        assert "PatientName" in ds and "StudyDate" in ds  # deid 0.4.13: the recipe alone
+        assert any(e.tag.is_private for e in ds.iterall())  # remove_private=False honoured
+        assert ds.PatientID == "cookiemonster"
 
 
 def test_misspelled_variable_removes_the_field_and_warns_without_the_value(

@@ -44,7 +44,7 @@ def apply(tmp_path):
     def apply(ds, text, variables=None, functions=None, options=KEEP_PRIVATE):
         path = tmp_path / "deid.dev"
         path.write_text("FORMAT dicom\n%header\n" + textwrap.dedent(text).strip() + "\n")
-        return deidentify_dataset(ds, load_recipe(str(path)), variables, functions=functions,
+        return deidentify_dataset(ds, load_recipe(str(path), base=None), variables, functions=functions,
                                   options=options, source="study/img.dcm")
 
     return apply
@@ -162,7 +162,7 @@ def test_private_values_feed_the_recipe_before_private_tags_are_removed(make_dat
     ds = make_dataset()
     path = tmp_path / "deid.priv"
     path.write_text("FORMAT dicom\n%values v\nFIELD 00331001\n%header\nREMOVE values:v\n")
-    deidentify_dataset(ds, load_recipe(str(path)), options=EngineOptions())
+    deidentify_dataset(ds, load_recipe(str(path), base=None), options=EngineOptions())
     assert "PatientName" not in ds          # matched the private copy's value
     assert not any(e.tag.is_private for e in ds)
 

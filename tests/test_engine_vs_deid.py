@@ -85,7 +85,7 @@ def test_same_header_as_deid_with_private_tags_kept(recipe_path, name):
     path = recipe_path(name)
     theirs = run_deid(path)
     ours = pydicom.dcmread(CTBRAIN1)
-    deidentify_dataset(ours, load_recipe(path), options=EngineOptions(remove_private=False))
+    deidentify_dataset(ours, load_recipe(path, base=None), options=EngineOptions(remove_private=False))
     assert flatten(ours) == flatten(theirs)
 
 
@@ -94,5 +94,5 @@ def test_remove_private_equals_deid_followed_by_remove_private_tags(recipe_path)
     theirs = run_deid(path)
     theirs.remove_private_tags()
     ours = pydicom.dcmread(CTBRAIN1)
-    deidentify_dataset(ours, load_recipe(path), options=EngineOptions(remove_private=True))
+    deidentify_dataset(ours, load_recipe(path, base=None), options=EngineOptions(remove_private=True))
     assert flatten(ours) == flatten(theirs)

@@ -17,7 +17,7 @@ KEYS = pa.table({
 
 
 def _vars(result):
-    return {row["source"]: {k: v for k, v in row.items() if k != "source"} for row in result.table.to_pylist()}
+    return dict(zip(result.sources.to_pylist(), result.table.to_pylist()))
 
 
 def test_item_level_rows_win_over_entity_level_rows():
@@ -32,7 +32,8 @@ def test_item_level_rows_win_over_entity_level_rows():
 def test_unmapped_files_are_kept_and_counted_in_input_order():
     mapping = pa.table({"PatientID": ["P2"], "id": ["sub-2"]})
     result = join_variables(KEYS, mapping, "PatientID", "SOPInstanceUID")
-    assert result.table.column("source").to_pylist() == KEYS.column("source").to_pylist()
+    assert result.sources.to_pylist() == KEYS.column("source").to_pylist()
+    assert result.unused_rows == 0
     assert result.unmapped == 3
     assert result.variables == ("id",)
 

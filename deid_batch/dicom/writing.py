@@ -87,10 +87,35 @@ def _same_content(path: str, data: bytes) -> bool:
         return False
 
 
-def write_atomic(path: str, data: bytes, *, overwrite: bool) -> Outcome:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+def _stamped(path: str, stamp_ns: int | None) -> bool:
+    """Does the file at ``path`` carry this run's modification-time stamp?
+
+    File systems keep nanoseconds, microseconds or whole seconds; the stamp is compared at the
+    precision the file system kept.
+    """
+    if stamp_ns is None:
+        return False
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return False
+    if mtime == stamp_ns:
+        return True
+    if mtime % 1_000 == 0 and mtime // 1_000 == stamp_ns // 1_000:
+        return True
+    return mtime % 1_000_000_000 == 0 and mtime // 1_000_000_000 == stamp_ns // 1_000_000_000
+
+
+def write_atomic(path: str, data: bytes, *, overwrite: bool, stamp_ns: int | None = None) -> Outcome:
+    """Write ``data`` to ``path`` through a temporary file in the same folder.
+
+    ``stamp_ns`` is the run's stamp: every output this run writes gets it as its modification
+    time, so a retried or resumed partition of the same run recognises its own identical output
+    (``IDENTICAL``, counted as written once) while an output left by an earlier run is
+    ``EXISTS`` unless ``overwrite`` (deid: "already exists, overwrite set to False").
+    """
     if os.path.lexists(path):
-        if _same_content(path, data):
+        if _same_content(path, data) and (overwrite or _stamped(path, stamp_ns)):
             return Outcome.IDENTICAL
         if not overwrite:
             return Outcome.EXISTS
@@ -101,13 +126,17 @@ def write_atomic(path: str, data: bytes, *, overwrite: bool) -> Outcome:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        if stamp_ns is not None:
+            os.utime(tmp, ns=(stamp_ns, stamp_ns))
         if overwrite:
             os.replace(tmp, path)
         else:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                return Outcome.IDENTICAL if _same_content(path, data) else Outcome.EXISTS
+                if _same_content(path, data) and _stamped(path, stamp_ns):
+                    return Outcome.IDENTICAL
+                return Outcome.EXISTS
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)

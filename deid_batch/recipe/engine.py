@@ -42,6 +42,7 @@ from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import BaseTag, Tag
 
 from deid_batch.errors import DatasetError, RecipeError
+from deid_batch.recipe.builtins import DEFAULT_BASE
 from deid_batch.recipe.fields import (
     DicomField,
     FieldIndex,
@@ -672,7 +673,7 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
                        variables: Mapping[str, Any] | None = None, *,
                        functions: Mapping[str, Callable[..., Any]] | None = None,
                        options: EngineOptions | None = None,
-                       source: str | None = None) -> EngineResult:
+                       source: str | None = None, base: Any = DEFAULT_BASE) -> EngineResult:
     """Apply the header recipe to ``ds`` in place, as deid 0.4.13 does (with our deviations).
 
     Parameters
@@ -681,6 +682,9 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
         Modified in place and returned in the result.
     recipe : Recipe, str or None
         A loaded recipe (load it once per run), or anything :func:`load_recipe` accepts.
+    base : str or None
+        Put under ``recipe`` unless it was loaded with ``load_recipe(..., base=...)`` (default
+        ``remove-everything``; ``"none"`` runs the recipe alone, as deid does).
     variables : mapping, optional
         This item's variables for ``var:NAME`` (callables there also serve ``func:NAME``).
     functions : mapping, optional
@@ -701,26 +705,26 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
         ``reason="deid-error"`` when this dataset cannot be de-identified; the message names the
         source, the recipe line and the action, never a header value.
     """
-    return _deidentify(ds, recipe, variables, functions, options, source, fast=True)
+    return _deidentify(ds, recipe, variables, functions, options, source, fast=True, base=base)
 
 
 def deidentify_dataset_generic(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
                                variables: Mapping[str, Any] | None = None, *,
                                functions: Mapping[str, Callable[..., Any]] | None = None,
                                options: EngineOptions | None = None,
-                               source: str | None = None) -> EngineResult:
+                               source: str | None = None, base: Any = DEFAULT_BASE) -> EngineResult:
     """:func:`deidentify_dataset` without the compiled plan (no whitelist shortcut, no batched
     REMOVE): every header action runs on its own, as deid runs it. The reference the plan is
     tested against; same results, slower."""
-    return _deidentify(ds, recipe, variables, functions, options, source, fast=False)
+    return _deidentify(ds, recipe, variables, functions, options, source, fast=False, base=base)
 
 
 def _deidentify(ds: pydicom.Dataset, recipe: Recipe | str | None,
                 variables: Mapping[str, Any] | None,
                 functions: Mapping[str, Callable[..., Any]] | None,
-                options: EngineOptions | None, source: str | None, *, fast: bool
-                ) -> EngineResult:
-    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+                options: EngineOptions | None, source: str | None, *, fast: bool,
+                base: Any = DEFAULT_BASE) -> EngineResult:
+    rec = recipe if isinstance(recipe, Recipe) and recipe.resolved else load_recipe(recipe, base=base)
     run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
                source or "<dataset>", fast)
     try:

@@ -78,6 +78,11 @@ class Recipe:
     sources: tuple[str, ...] = ()
     #: sections present in the text (so that ``as_dict`` shows empty ones as deid does)
     sections: tuple[str, ...] = field(default=(), compare=False)
+    #: the recipe stack, in order, base first (e.g. ``("remove-everything (base)", "my.recipe")``);
+    #: empty for a recipe loaded as it is (whose base a runner may still put under it)
+    stack: tuple[str, ...] = field(default=(), compare=False)
+    #: True once the base question is settled (loaded with ``base=``): runners use it as it is
+    resolved: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """deid's inspectable shape (``DeidRecipe().deid``)."""

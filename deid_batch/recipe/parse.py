@@ -12,7 +12,7 @@ A :class:`Recipe` is frozen, picklable and hashable; build it once per run and p
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import logging
 import os
 import re
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deid_batch.errors import Problem, RecipeError
+from deid_batch.recipe.builtins import BUILTINS, DEFAULT_BASE, builtin, builtin_path
 from deid_batch.recipe.fields import selector_problem
 from deid_batch.recipe.functions import parse_keyvalues
 from deid_batch.recipe.model import FilterCriterion, FilterLabel, Recipe, RecipeAction
@@ -32,9 +33,11 @@ __all__ = [
     "FilterLabel",
     "Recipe",
     "RecipeAction",
+    "UNSET",
     "default_recipe_path",
     "load_deid",
     "load_recipe",
+    "resolve_base",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,7 +53,6 @@ BUILTIN_FUNCTIONS = (
 )
 #: Built-ins that read the original value of a field, so they cannot serve ADD (deid crashes).
 _NEEDS_FIELD = ("jitter", "pydicom_uuid", "hmac_uid")
-BUNDLED_NAMES = ("dicom", "dicom.ultrasound", "dicom.xray.chest")
 
 _TOKEN_RE = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"])*"|'(?:\\.|[^'])*')+""")
 _HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -514,20 +516,17 @@ def _from_recipe(recipe: Recipe) -> _Parsed:
 
 # ---------------------------------------------------------------------------------- locating
 def default_recipe_path() -> Path:
-    """Our built-in default recipe ("remove everything but the pixels")."""
-    return Path(__file__).parent.parent / "data" / "deid.default"
-
-
-def _bundled_deid_path(name: str) -> Path | None:
-    """``deid/data/deid.<name>`` of an installed deid, or None when deid is absent."""
-    spec = importlib.util.find_spec("deid")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / f"deid.{name}"
+    """Our built-in default recipe ("remove everything but the pixels", ``remove-everything``)."""
+    path = builtin_path(BUILTINS[DEFAULT_BASE])
+    assert path is not None
+    return path
 
 
 def _locate(item: str | os.PathLike[str]) -> tuple[Path | None, str | None]:
-    """Resolve a path, folder or bundled recipe name to a file; (None, why) on failure."""
+    """Resolve a path, folder or built-in recipe name to a file; (None, why) on failure.
+
+    A path that exists wins over a built-in of the same name (the user's file is what they meant).
+    """
     text = os.fspath(item)
     path = Path(text)
     if path.is_dir():
@@ -541,15 +540,16 @@ def _locate(item: str | os.PathLike[str]) -> tuple[Path | None, str | None]:
         return found[0], None
     if path.exists():
         return path, None
-    bundled = text[len("deid."):] if text.startswith("deid.") else text
-    if bundled in BUNDLED_NAMES:
-        found_path = _bundled_deid_path(bundled)
+    entry = builtin(text)
+    if entry is not None:
+        found_path = builtin_path(entry)
         if found_path is None:
             return None, (f"'{text}' names a recipe bundled with deid, which is not installed: "
                           "pip install 'deid_batch[deid]'")
         if found_path.exists():
             return found_path, None
-    return None, f"recipe {text} does not exist (not a file, folder or bundled recipe name)"
+    names = ", ".join(BUILTINS)
+    return None, f"recipe {text} does not exist (not a file, folder or built-in recipe name: {names})"
 
 
 def _load_one(item: Any) -> _Parsed:
@@ -609,20 +609,83 @@ def _combine(parts: list[_Parsed]) -> tuple[Recipe, list[Problem]]:
     return recipe, problems
 
 
-def load_recipe(recipe: Any = None, *, base: bool = False) -> Recipe:
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+#: ``base=`` not given: :func:`load_recipe` loads the recipe as it is and leaves the base to the
+#: runner (``replace_identifiers``, ``deidentify_dataset``, the CLI), which puts its default under it.
+UNSET: Any = _Unset()
+
+
+def _is_complete_builtin(item: Any) -> bool:
+    if isinstance(item, Recipe):
+        if item.resolved or not item.sources:
+            return False
+        first = os.path.realpath(item.sources[0])
+        return any(entry.complete and (path := builtin_path(entry)) is not None and os.path.realpath(path) == first
+                   for entry in BUILTINS.values())
+    if not isinstance(item, (str, os.PathLike)):
+        return False
+    text = os.fspath(item)
+    entry = builtin(text)
+    return entry is not None and entry.complete and not Path(text).exists()
+
+
+def _label(item: Any) -> str:
+    if isinstance(item, Recipe):
+        return " + ".join(item.stack) if item.stack else ", ".join(item.sources) or "<recipe>"
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return "<dict>"
+
+
+def resolve_base(recipe: Any, base: Any) -> tuple[list[Any], Any, tuple[str, ...]]:
+    """The recipe items and the base to load under them, with the stack's labels.
+
+    ``base`` is a built-in name (default :data:`DEFAULT_BASE`), a recipe path, ``"none"``/``None``
+    for no base, or ``True`` for deid's ``DeidRecipe(base=True)`` (deid's ``dicom`` appended).
+    When the first recipe is a complete built-in (``dicom``, ``remove-everything``, ...), it is
+    the base and nothing is put under it.
+    """
+    items: list[Any]
+    if recipe is None:
+        items = []
+    elif isinstance(recipe, (list, tuple)):
+        items = list(recipe)
+    else:
+        items = [recipe]
+    if base is True:
+        items = items + ["dicom"]
+        return items, None, tuple(_label(i) for i in items)
+    if base is False or base is None or (isinstance(base, str) and base.lower() == "none"):
+        return items, None, tuple(_label(i) for i in items)
+    if items and _is_complete_builtin(items[0]):
+        return items, None, tuple(_label(i) for i in items)
+    return items, base, (f"{_label(base)} (base)", *(_label(i) for i in items))
+
+
+def load_recipe(recipe: Any = None, *, base: Any = UNSET) -> Recipe:
     """Load, combine and validate a recipe.
 
     Parameters
     ----------
     recipe : None, Recipe, dict, str, os.PathLike, or a list of those
-        ``None``: deid_batch's built-in default (``deid_batch/data/deid.default``). A
-        :class:`Recipe` is returned as is (unless combined). A dict in deid's shape. A file path.
-        A folder: the one file in it whose name starts with ``deid`` (several or none is an
-        error; deid would pick by file-system order or fall back to its default). A recipe
-        bundled with an installed ``deid``: ``dicom``, ``dicom.ultrasound``, ``dicom.xray.chest``
-        (also spelled ``deid.dicom``...). A list is combined like deid's ``load_combined_deid``.
-    base : bool
-        Append deid's bundled ``dicom`` recipe, like ``DeidRecipe(base=True)``.
+        ``None``: deid_batch's built-in default (``remove-everything``). A :class:`Recipe` is
+        returned as is (unless combined or given a base). A dict in deid's shape. A file path. A
+        folder: the one file in it whose name starts with ``deid`` (several or none is an error;
+        deid would pick by file-system order or fall back to its default). A built-in name:
+        ``remove-everything``, or a recipe bundled with an installed ``deid``: ``dicom``,
+        ``dicom.ultrasound``, ``dicom.xray.chest`` (also spelled ``deid.dicom``...). A list is
+        combined like deid's ``load_combined_deid``.
+    base : str, None or bool, optional
+        Not given: the recipe is loaded as it is (deid's ``DeidRecipe(recipe, base=False)``) and
+        a runner puts its own base under it. A name or path: that recipe is layered *under* the
+        given ones (its header actions run first, so a later ``ADD`` or a ``REPLACE`` shows
+        through a ``REMOVE ALL`` base), unless the first recipe is a complete built-in itself.
+        ``"none"`` or ``None``: no base. ``True``: deid's bundled ``dicom`` recipe appended, like
+        ``DeidRecipe(base=True)``.
 
     Returns
     -------
@@ -633,21 +696,33 @@ def load_recipe(recipe: Any = None, *, base: bool = False) -> Recipe:
     RecipeError
         Listing every problem found, with file and line.
     """
-    if isinstance(recipe, Recipe) and not base:
-        return recipe
-    items: list[Any]
-    if recipe is None:
-        items = [default_recipe_path()]
-    elif isinstance(recipe, (list, tuple)):
-        items = list(recipe)
+    if base is UNSET:
+        if isinstance(recipe, Recipe):
+            return recipe
+        if recipe is None:
+            recipe = DEFAULT_BASE
+        items: list[Any] = list(recipe) if isinstance(recipe, (list, tuple)) else [recipe]
+        base_item, stack, resolved = None, tuple(_label(i) for i in items), False
     else:
-        items = [recipe]
-    if base:
-        items.append("dicom")
-    if not items:
+        if isinstance(recipe, Recipe) and recipe.resolved:
+            return recipe
+        items, base_item, stack = resolve_base(recipe, base)
+        resolved = True
+        if not items and base_item is None:
+            raise RecipeError("no recipe to apply: give a recipe, or a base other than 'none'")
+    if not items and base_item is None:
         raise RecipeError("an empty list of recipes was given")
     parts = [_load_one(item) for item in items]
-    combined, problems = _combine(parts)
+    base_part = _load_one(base_item) if base_item is not None else None
+    if parts:
+        combined, problems = _combine(parts)
+        if base_part is not None:
+            combined, more = _layer(base_part, combined)
+            problems = more + problems
+    else:
+        assert base_part is not None
+        combined, problems = _combine([base_part])
+    combined = dataclasses.replace(combined, stack=stack, resolved=resolved)
     if not problems:
         problems = _validate(combined)
     else:
@@ -657,6 +732,28 @@ def load_recipe(recipe: Any = None, *, base: bool = False) -> Recipe:
     logger.debug("loaded recipe from %s (%d header actions)", ", ".join(combined.sources),
                  len(combined.header))
     return combined
+
+
+def _layer(base: _Parsed, top: Recipe) -> tuple[Recipe, list[Problem]]:
+    """``top`` on ``base``: the base's header actions first; sections of ``top`` win by name."""
+    values = dict(base.values)
+    values.update({n: list(a) for n, a in top.values})
+    fields = dict(base.fields)
+    fields.update({n: list(a) for n, a in top.fields})
+    filters = dict(base.filters)
+    filters.update({n: list(a) for n, a in top.filters})
+    sections = list(dict.fromkeys([*base.sections, *top.sections]))
+    recipe = Recipe(
+        format=top.format,
+        header=tuple(base.header) + top.header,
+        values=tuple((n, tuple(a)) for n, a in values.items()),
+        fields=tuple((n, tuple(a)) for n, a in fields.items()),
+        filters=tuple((n, tuple(labs)) for n, labs in filters.items()),
+        labels=tuple(base.labels) + top.labels,
+        sources=(base.source, *top.sources),
+        sections=tuple(sections),
+    )
+    return recipe, list(base.problems)
 
 
 def _dedupe(problems: Iterable[Problem]) -> list[Problem]:

@@ -45,6 +45,8 @@ class ApplyConfig:
     name_key: bytes = field(repr=False)
     overwrite: bool = False
     functions: tuple[tuple[str, Callable[..., Any]], ...] = ()
+    #: the run's stamp (mtime of every output it writes; see :func:`~deid_batch.dicom.writing.write_atomic`)
+    stamp_ns: int | None = None
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -86,7 +88,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                     f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
                     f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
     try:
-        outcome = write_atomic(out, data, overwrite=config.overwrite)
+        outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)

@@ -16,7 +16,7 @@ import secrets
 
 from deid_batch.errors import ConfigError
 
-__all__ = ["ENV_VAR", "KEY_FILE_NAME", "key_fingerprint", "resolve_key"]
+__all__ = ["ENV_VAR", "KEY_FILE_NAME", "key_fingerprint", "resolve_key", "store_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +37,32 @@ def _read_key_file(path: str) -> bytes:
     return data
 
 
-def resolve_key(manifest_dir: str, key_file: str | None = None) -> bytes:
-    """Return the run key, creating and storing one in ``manifest_dir`` if none is given."""
+def resolve_key(manifest_dir: str, key_file: str | None = None) -> tuple[bytes, bool]:
+    """Return ``(key, generated)``: the given or stored run key, or a new one (``generated``).
+
+    Nothing is written: a new key is kept with :func:`store_key` once the run has passed its checks.
+    """
     if key_file:
-        return _read_key_file(key_file)
+        return _read_key_file(key_file), False
     env = os.environ.get(ENV_VAR)
     if env:
         if len(env) < 16:
             raise ConfigError(f"{ENV_VAR} holds fewer than 16 characters; use a longer random key")
-        return env.encode("utf-8")
+        return env.encode("utf-8"), False
     stored = os.path.join(manifest_dir, KEY_FILE_NAME)
     if os.path.exists(stored):
-        return _read_key_file(stored)
-    os.makedirs(manifest_dir, exist_ok=True)
-    key = secrets.token_hex(32).encode("ascii")
+        return _read_key_file(stored), False
+    return secrets.token_hex(32).encode("ascii"), True
+
+
+def store_key(manifest_dir: str, key: bytes) -> None:
+    """Keep a generated key in the manifest folder (mode 0600; the folder 0700)."""
+    os.makedirs(manifest_dir, mode=0o700, exist_ok=True)
+    stored = os.path.join(manifest_dir, KEY_FILE_NAME)
     fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key + b"\n")
     logger.info("generated a new run key in the manifest folder (keep it to reproduce UIDs)")
-    return key
 
 
 def key_fingerprint(key: bytes) -> str:

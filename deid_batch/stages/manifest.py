@@ -4,7 +4,9 @@ The manifest is a folder (by default ``OUTDIR.manifest`` beside the output) hold
 dataset readable with ``pyarrow.dataset.dataset(folder)``: one ``part-NNNNNN.parquet`` file per
 finished partition, written atomically as partitions finish, so a crash loses at most the partitions
 in flight. Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
-``_run.json`` (the run fingerprint that ``--resume`` checks), ``_key`` (the run key, mode 0600) and
+``_run.json`` (the run fingerprint that ``--resume`` checks, with the recipe stack), ``_recipe.json``
+(the effective recipe, base included, in deid's dict shape: ``load_recipe(dict, base=None)``),
+``_key`` (the run key, mode 0600) and
 ``_identifiers.parquet`` (when ``apply`` gathered the identifiers itself).
 """
 
@@ -28,6 +30,9 @@ from deid_batch.schemas import MANIFEST, Status
 __all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
 
 RUN_FILE = "_run.json"
+RECIPE_FILE = "_recipe.json"
+#: fingerprint entries that describe a run without being settings: not compared by --resume
+_NOT_SETTINGS = frozenset({"run_stamp"})
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,10 @@ class Summary:
     by_status: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     warnings: int = 0
+    files_with_warnings: int = 0
     unmapped: int = 0
+    unused_rows: int = 0
+    not_in_ids: int = 0
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         self.total += batch.num_rows
@@ -59,7 +67,9 @@ class Summary:
         for status, reason in zip(batch.column("status").to_pylist(), batch.column("reason").to_pylist()):
             if status in (Status.FAILED.value, Status.SKIPPED.value) and reason:
                 self.by_reason[reason.split(":", 1)[0]] += 1
-        self.warnings += sum(len(w or ()) for w in batch.column("warnings").to_pylist())
+        per_file = [len(w or ()) for w in batch.column("warnings").to_pylist()]
+        self.warnings += sum(per_file)
+        self.files_with_warnings += sum(1 for n in per_file if n)
 
     @property
     def failed(self) -> int:
@@ -72,10 +82,15 @@ class Summary:
                 out.append(f"  {status.value:<8} {self.by_status[status.value]}")
         for reason, n in sorted(self.by_reason.items()):
             out.append(f"    {reason:<14} {n}")
+        if self.not_in_ids:
+            out.append(f"  not in the identifiers table: {self.not_in_ids} files (no variables for them)")
         if self.unmapped:
-            out.append(f"  no mapping row: {self.unmapped} (var: lookups missing for these files)")
+            out.append(f"  no mapping row: {self.unmapped} files (var: lookups missing for these files)")
+        if self.unused_rows:
+            out.append(f"  mapping rows matching no file: {self.unused_rows}")
         if self.warnings:
-            out.append(f"  warnings: {self.warnings} (see the manifest's warnings column)")
+            out.append(f"  warnings: {self.warnings} on {self.files_with_warnings} files "
+                       "(see the manifest's warnings column)")
         return out
 
 
@@ -84,28 +99,36 @@ class ManifestStore:
 
     def __init__(self, folder: str) -> None:
         self.folder = os.path.abspath(folder)
+        #: the run's stamp: this run's own, or on --resume the interrupted run's
+        self.stamp: int | None = None
+        #: partitions already done (filled by the caller from :meth:`prepare`)
+        self.done: set[int] = set()
 
     def prepare(self, fingerprint: Mapping[str, Any], *, resume: bool) -> set[int]:
         """Create or check the folder; return the partitions already done (resume)."""
-        os.makedirs(self.folder, exist_ok=True)
         run_file = os.path.join(self.folder, RUN_FILE)
-        parts = self.completed_partitions()
         if resume:
             if not os.path.exists(run_file):
-                raise ConfigError(f"--resume: {self.folder} holds no earlier run to resume")
+                raise ConfigError(f"--resume: {self.folder} holds no earlier run to resume; "
+                                  "run without --resume to start one")
+            parts = self.completed_partitions()
             with open(run_file, encoding="utf-8") as fh:
                 before = json.load(fh)
-            diff = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
+            diff = sorted(k for k in set(before) | set(fingerprint)
+                          if k not in _NOT_SETTINGS and before.get(k) != fingerprint.get(k))
             if diff:
                 raise ResumeMismatchError(
                     "--resume refused: the interrupted run used a different "
                     + ", ".join(diff)
                     + "; resume with the same settings, or start a new run with another --out/--manifest"
                 )
+            self.stamp = before.get("run_stamp")
             retry = self._partitions_with_lost_workers(parts)
             if retry:
                 logger.info("--resume: %d partitions with worker-lost files are run again", len(retry))
             return parts - retry
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        parts = self.completed_partitions()
         if parts:
             logger.info("replacing the manifest of an earlier run in %s", self.folder)
             for partition in parts:
@@ -114,7 +137,16 @@ class ManifestStore:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(dict(fingerprint), fh, indent=1, sort_keys=True)
         os.replace(tmp, run_file)
+        self.stamp = fingerprint.get("run_stamp")
         return set()
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write a ``_name.json`` file of the run (atomically)."""
+        path = os.path.join(self.folder, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(dict(data), fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
 
     def _partitions_with_lost_workers(self, parts: set[int]) -> set[int]:
         lost = set()

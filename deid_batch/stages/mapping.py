@@ -1,20 +1,29 @@
 """Mapping stage (client): load the variable mapping and join it to the identifiers.
 
 Takes the identifiers' key columns (``source``, ``entity_id``, ``item_id``) and a mapping given as
-a CSV or Parquet file, an Arrow table, a pandas DataFrame or deid's nested ``ids`` dict; returns a
-table with ``source`` and one column per variable, in identifier order. The key columns are named
-after the entity and item fields (``PatientID``, ``SOPInstanceUID``); rows with an item key are
-item-level and win over entity-level rows (item key empty). The join is a left outer join on Arrow
-tables: files without a mapping row keep null variables and are counted, never dropped. A missing
-key column or a key that appears twice raises :class:`~deid_batch.errors.MappingError` before
-anything is written. Error messages give row numbers, never key values.
+a CSV or Parquet file, an Arrow table, a pandas DataFrame or deid's nested ``ids`` dict; returns
+each file's variables, in identifier order. The key columns are named after the entity and item
+fields (``PatientID``, ``SOPInstanceUID``); rows with an item key are item-level and win over
+entity-level rows (item key empty). The join is a left outer join on Arrow tables: files without a
+mapping row keep null variables and are counted, never dropped. A missing key column or a key that
+appears twice raises :class:`~deid_batch.errors.MappingError` before anything is written. Error
+messages give row numbers and column names, never key values.
+
+Cells are text. A CSV is read with every column as a string, cells exactly as written (leading
+zeros, inner spaces, unicode); an empty cell is "not provided" (the engine's missing-variable
+precaution). Other tables go through one rule (:func:`as_text_table`): strings stay, integers
+become decimal text, anything else (floats, dates, booleans, ...) is refused naming the column.
+Variable names belong to the user: the join works on internal positional column names, so a
+variable called ``entity_id``, ``source`` or ``__row`` is never shadowed by the join's own columns.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,30 +34,132 @@ import pyarrow.parquet as pq
 
 from deid_batch.errors import MappingError
 
-__all__ = ["JoinResult", "from_lookup", "join_variables", "load_mapping", "mapping_digest"]
+__all__ = ["JoinResult", "as_text_table", "check_mapping", "from_lookup", "join_variables", "load_mapping",
+           "mapping_digest"]
 
-_E, _I, _ROW = "__entity", "__item", "__row"
+# internal column names of the join (never the user's: variables are renamed to _V + position)
+_SRC, _EK, _IK, _ROW, _E, _I, _HIT_E, _HIT_I, _LINE = (
+    "\x00src", "\x00ek", "\x00ik", "\x00row", "\x00e", "\x00i", "\x00hit_e", "\x00hit_i", "\x00line")
+_V = "\x00v"
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _sniff_delimiter(path: str, header: str) -> str:
+    if path.lower().endswith((".tsv", ".tab")):
+        return "\t"
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    if counts[","]:
+        return ","
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _read_csv(path: str) -> pa.Table:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header_line = fh.readline()
+    except UnicodeDecodeError:
+        raise MappingError(
+            f"mapping file {path} is not UTF-8 text; save it as 'CSV UTF-8' (spreadsheets) or "
+            "re-export it with UTF-8 encoding"
+        ) from None
+    except OSError as exc:
+        raise MappingError(f"mapping file {path} cannot be read ({exc.strerror})") from None
+    if not header_line.strip():
+        raise MappingError(f"mapping file {path} is empty or has no header row; the first row must name "
+                           "the columns (e.g. PatientID,id)")
+    delimiter = _sniff_delimiter(path, header_line)
+    names = next(csv.reader(io.StringIO(header_line), delimiter=delimiter))
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MappingError(f"mapping file {path}: column name(s) {', '.join(map(repr, duplicates))} appear "
+                           "more than once in the header row; give each column its own name")
+    if any(not n for n in names):
+        raise MappingError(f"mapping file {path}: the header row has an empty column name (column "
+                           f"{names.index('') + 1}); name every column")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        table = pacsv.read_csv(
+            pa.BufferReader(raw),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+                null_values=[""], quoted_strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as exc:
+        text = str(exc)
+        if "UTF8" in text or "utf8" in text.lower():
+            raise MappingError(f"mapping file {path} is not UTF-8 text; save it as 'CSV UTF-8' and retry") from None
+        where = text.split("Row #")[-1].split(":")[0] if "Row #" in text else None
+        hint = f" (near row {where})" if where and where.strip().isdigit() else ""
+        raise MappingError(
+            f"mapping file {path} cannot be read as {'tab' if delimiter == chr(9) else repr(delimiter)}-separated "
+            f"text{hint}: a row has another number of cells than the header row"
+        ) from None
+    return table
 
 
 def _read_file(path: str) -> pa.Table:
     if not os.path.exists(path):
         raise MappingError(f"mapping file {path} does not exist; give a CSV or Parquet file")
-    try:
-        if path.lower().endswith((".parquet", ".pq")):
+    if os.path.isdir(path):
+        raise MappingError(f"mapping file {path} is a folder; give a CSV or Parquet file")
+    if path.lower().endswith((".parquet", ".pq")):
+        try:
             return pq.read_table(path)
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise MappingError(f"mapping file {path} cannot be read as CSV/Parquet: {type(exc).__name__}") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise MappingError(f"mapping file {path} cannot be read as Parquet ({type(exc).__name__})") from None
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PAR1":
+        raise MappingError(f"mapping file {path} is a Parquet file; name it .parquet")
+    return _read_csv(path)
+
+
+def _column_as_text(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return column.cast(pa.string())
+    if pa.types.is_integer(kind):
+        return pc.cast(column, pa.string())
+    advice = ("read the file with every column as text (pandas: dtype=str, keep_default_na=False)"
+              if pa.types.is_floating(kind) else "convert it to text as it should appear in the DICOM header")
+    raise MappingError(
+        f"{where}: column {name!r} holds {kind} values; mapping cells are text (integers are "
+        f"converted to decimal text, {kind} is refused because its text is ambiguous): {advice}"
+    )
+
+
+def as_text_table(table: pa.Table, *, name: str = "mapping") -> pa.Table:
+    """Every column as text by the documented rule (strings kept, integers to decimal text)."""
+    names = [str(n) for n in table.column_names]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MappingError(f"{name}: column name(s) {', '.join(map(repr, duplicates))} appear more than once")
+    return pa.table({n: _column_as_text(table.column(i), n, name) for i, n in enumerate(names)})
 
 
 def load_mapping(variables: Any, *, name: str = "mapping") -> pa.Table:
-    """Load a mapping given as a path, an Arrow table or a pandas DataFrame."""
+    """Load a mapping given as a path, an Arrow table or a pandas DataFrame; every column text."""
     if isinstance(variables, pa.Table):
-        return variables
+        return as_text_table(variables, name=name)
     if isinstance(variables, (str, os.PathLike)):
-        return _read_file(os.fspath(variables))
+        return as_text_table(_read_file(os.fspath(variables)), name=name)
     if hasattr(variables, "to_dict") and hasattr(variables, "columns"):  # pandas DataFrame
-        return pa.Table.from_pandas(variables, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(variables, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise MappingError(f"{name}: the DataFrame has a column of mixed types ({type(exc).__name__}); "
+                               "convert every column to str") from None
+        return as_text_table(table, name=name)
     raise MappingError(
         f"{name}: unsupported mapping type {type(variables).__name__}; give a CSV/Parquet path, "
         "a pyarrow.Table or a pandas.DataFrame"
@@ -57,10 +168,11 @@ def load_mapping(variables: Any, *, name: str = "mapping") -> pa.Table:
 
 def from_lookup(
     ids: Mapping[str, Any], entity_field: str, item_field: str
-) -> tuple[pa.Table, dict[str, Callable[..., Any]]]:
+) -> tuple[pa.Table | None, dict[str, Callable[..., Any]]]:
     """Turn deid's nested ``{entity: {item: {name: value}}}`` dict into a mapping table.
 
-    Callables found among the values (for ``func:``) are returned separately by name.
+    Callables found among the values (for ``func:``) are returned separately by name; a dict
+    that holds only functions gives no table (``None``), as deid accepts it.
     """
     rows: list[dict[str, Any]] = []
     functions: dict[str, Callable[..., Any]] = {}
@@ -73,7 +185,7 @@ def from_lookup(
         for item, variables in items.items():
             if not isinstance(variables, Mapping):
                 raise MappingError("ids[entity][item] must be a dict of variables")
-            row: dict[str, Any] = {entity_field: entity, item_field: item}
+            row: dict[str, Any] = {entity_field: str(entity), item_field: str(item)}
             for key, value in variables.items():
                 if callable(value):
                     functions[str(key)] = value
@@ -83,10 +195,32 @@ def from_lookup(
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
-    table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names}) if rows else None
-    if table is None:
-        table = pa.table({entity_field: pa.array([], pa.string()), item_field: pa.array([], pa.string())})
+    if set(names) <= {entity_field, item_field}:
+        return None, functions
+    table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
     return table, functions
+
+
+# ------------------------------------------------------------------------------------------ the join
+@dataclass(frozen=True)
+class JoinResult:
+    sources: pa.Array  # identifier order
+    table: pa.Table  # the variable columns (the user's names), one row per source
+    variables: tuple[str, ...]
+    unmapped: int  # files with no mapping row at all
+    unused_rows: int = 0  # mapping rows whose key matched no file
+
+    def per_source(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(source, {variable: value})`` with provided values only, in identifier order."""
+        columns = [self.table.column(i).to_pylist() for i in range(self.table.num_columns)]
+        for row, source in enumerate(self.sources.to_pylist()):
+            yield source, {v: col[row] for v, col in zip(self.variables, columns) if col[row] is not None}
+
+
+def _row_numbers(rows: pa.Array, limit: int = 10) -> str:
+    numbers = sorted(int(r) + 2 for r in rows.to_pylist())  # +1 for 1-based, +1 for the header row
+    shown = ", ".join(map(str, numbers[:limit]))
+    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
 
 
 def _check_unique(table: pa.Table, keys: list[str], shown: str, name: str) -> None:
@@ -95,69 +229,76 @@ def _check_unique(table: pa.Table, keys: list[str], shown: str, name: str) -> No
     counts = table.group_by(keys).aggregate([([], "count_all")])
     dup = counts.filter(pc.greater(counts["count_all"], 1))
     if dup.num_rows:
+        dup_rows = table.join(dup.select(keys), keys=keys, join_type="inner").column(_LINE).combine_chunks()
         raise MappingError(
-            f"{name}: {dup.num_rows} key(s) in column(s) {shown} appear more than once; "
-            "each entity (or entity+item) must have exactly one row - remove the duplicate rows"
+            f"{name}: {dup.num_rows} key(s) in column(s) {shown} appear more than once (rows "
+            f"{_row_numbers(dup_rows)}, counting the header as row 1); each entity (or entity+item) must "
+            "have exactly one row - remove the duplicate rows"
         )
 
 
-@dataclass(frozen=True)
-class JoinResult:
-    table: pa.Table  # source + variable columns, identifier order
-    variables: tuple[str, ...]
-    unmapped: int  # files with no mapping row at all
+def _missing_key_message(name: str, entity_field: str, columns: list[str]) -> str:
+    looks_wrong = len(columns) == 1 and any(d in columns[0] for d in _DELIMITERS)
+    hint = (" (the whole header is one column: is the file separated by something else than ',', ';', "
+            "tab or '|'?)" if looks_wrong else "")
+    return (f"{name} has no key column named {entity_field!r}; its columns are {', '.join(map(repr, columns))}"
+            f"{hint}. Name the column that holds each file's {entity_field} value {entity_field!r} "
+            f"(the entity id field; choose another DICOM field with --entity-id / entity_id=)")
 
 
 def join_variables(
     keys: pa.Table, mapping: pa.Table, entity_field: str, item_field: str, *, name: str = "mapping"
 ) -> JoinResult:
     """Left-outer-join ``mapping`` onto ``keys`` (source, entity_id, item_id)."""
-    if entity_field not in mapping.column_names:
-        raise MappingError(
-            f"{name} has no key column named {entity_field!r} (the entity id field); columns are "
-            f"{', '.join(mapping.column_names)} - rename the key column or pass entity_id="
-        )
-    variables = [c for c in mapping.column_names if c not in (entity_field, item_field)]
+    mapping = as_text_table(mapping, name=name)
+    columns = list(mapping.column_names)
+    if entity_field not in columns:
+        raise MappingError(_missing_key_message(name, entity_field, columns))
+    variables = tuple(c for c in columns if c not in (entity_field, item_field))
     if not variables:
-        raise MappingError(f"{name} has key columns but no variable columns")
-    mapping = mapping.set_column(
-        mapping.schema.get_field_index(entity_field), _E, pc.cast(mapping[entity_field], pa.string())
-    )
-    has_item = item_field in mapping.column_names
+        raise MappingError(f"{name} has key columns but no variable columns; add one column per var:NAME "
+                           "of the recipe")
+    internal = {v: f"{_V}{i}" for i, v in enumerate(variables)}
+    renamed = {entity_field: _E, item_field: _I, **internal}
+    m = mapping.rename_columns([renamed[c] for c in columns])
+    m = m.append_column(_LINE, pa.array(range(m.num_rows), pa.int64()))
+    has_item = _I in m.column_names
     if has_item:
-        item_col = pc.cast(mapping[item_field], pa.string())
-        mapping = mapping.set_column(mapping.schema.get_field_index(item_field), _I, item_col)
-        is_item = pc.invert(pc.is_null(item_col))
-        entity_rows = mapping.filter(pc.invert(is_item)).drop_columns([_I])
-        item_rows = mapping.filter(is_item)
+        is_item = pc.invert(pc.is_null(m[_I]))
+        entity_rows = m.filter(pc.invert(is_item)).drop_columns([_I])
+        item_rows = m.filter(is_item)
     else:
-        entity_rows, item_rows = mapping, None
+        entity_rows, item_rows = m, None
+    entity_rows = entity_rows.filter(pc.invert(pc.is_null(entity_rows[_E])))
     _check_unique(entity_rows, [_E], repr(entity_field), name)
-    base = keys.select(["source", "entity_id", "item_id"]).append_column(
-        _ROW, pa.array(range(keys.num_rows), pa.int64())
-    )
-    ent = entity_rows.append_column("__hit_e", pa.array([True] * entity_rows.num_rows, pa.bool_()))
-    joined = base.join(ent, keys="entity_id", right_keys=_E, join_type="left outer", right_suffix="__e")
+    base = pa.table({
+        _SRC: keys.column("source"), _EK: pc.cast(keys.column("entity_id"), pa.string()),
+        _IK: pc.cast(keys.column("item_id"), pa.string()), _ROW: pa.array(range(keys.num_rows), pa.int64()),
+    })
+    ent = entity_rows.drop_columns([_LINE]).append_column(_HIT_E, pa.array([True] * entity_rows.num_rows, pa.bool_()))
+    ent = ent.rename_columns([c + "e" if c.startswith(_V) else c for c in ent.column_names])
+    joined = base.join(ent, keys=_EK, right_keys=_E, join_type="left outer")
+    used_entities = set(joined.filter(pc.fill_null(joined[_HIT_E], False))[_EK].to_pylist())
+    unused = sum(1 for k in entity_rows[_E].to_pylist() if k not in used_entities)
+    cols: dict[str, pa.ChunkedArray]
     if item_rows is not None and item_rows.num_rows:
         _check_unique(item_rows, [_E, _I], f"{entity_field!r}+{item_field!r}", name)
-        it = item_rows.append_column("__hit_i", pa.array([True] * item_rows.num_rows, pa.bool_()))
-        it = it.rename_columns([c if c in (_E, _I, "__hit_i") else c + "__i" for c in it.column_names])
-        joined = joined.join(
-            it, keys=["entity_id", "item_id"], right_keys=[_E, _I], join_type="left outer"
-        )
-        cols = {
-            v: pc.coalesce(joined[v + "__i"], joined[v]) if joined[v + "__i"].type == joined[v].type
-            else pc.coalesce(pc.cast(joined[v + "__i"], pa.string()), pc.cast(joined[v], pa.string()))
-            for v in variables
-        }
-        hit = pc.or_kleene(pc.fill_null(joined["__hit_e"], False), pc.fill_null(joined["__hit_i"], False))
+        it = item_rows.drop_columns([_LINE]).append_column(_HIT_I, pa.array([True] * item_rows.num_rows, pa.bool_()))
+        it = it.rename_columns([c + "i" if c.startswith(_V) else c for c in it.column_names])
+        joined = joined.join(it, keys=[_EK, _IK], right_keys=[_E, _I], join_type="left outer")
+        hits = joined.filter(pc.fill_null(joined[_HIT_I], False))
+        used_items = set(zip(hits[_EK].to_pylist(), hits[_IK].to_pylist()))
+        unused += sum(1 for k in zip(item_rows[_E].to_pylist(), item_rows[_I].to_pylist()) if k not in used_items)
+        cols = {v: pc.coalesce(joined[internal[v] + "i"], joined[internal[v] + "e"]) for v in variables}
+        hit = pc.or_kleene(pc.fill_null(joined[_HIT_E], False), pc.fill_null(joined[_HIT_I], False))
     else:
-        cols = {v: joined[v] for v in variables}
-        hit = pc.fill_null(joined["__hit_e"], False)
-    out = pa.table({"source": joined["source"], _ROW: joined[_ROW], **cols, "__hit": hit})
-    out = out.sort_by(_ROW)
-    unmapped = out.num_rows - int(pc.sum(pc.cast(out["__hit"], pa.int64())).as_py() or 0)
-    return JoinResult(out.drop_columns([_ROW, "__hit"]), tuple(variables), unmapped)
+        cols = {v: joined[internal[v] + "e"] for v in variables}
+        hit = pc.fill_null(joined[_HIT_E], False)
+    order = pc.sort_indices(joined[_ROW])
+    out = pa.table([pc.take(cols[v], order) for v in variables], names=list(variables))
+    sources = pc.take(joined[_SRC], order).combine_chunks()
+    unmapped = keys.num_rows - int(pc.sum(pc.cast(hit, pa.int64())).as_py() or 0)
+    return JoinResult(sources, out, variables, unmapped, unused)
 
 
 def mapping_digest(mapping: pa.Table | None) -> str:

@@ -58,7 +58,7 @@ def test_a_custom_config_gives_the_same_file_as_deid(
     options = engine.EngineOptions(
         remove_private=False, skip=tuple(skip),
         put_actions=tuple(RecipeAction(a, f, v, str(config), 0) for a, f, v in put))
-    result = engine.deidentify_dataset(pydicom.dcmread(source), recipe=load_recipe(str(recipe)),
+    result = engine.deidentify_dataset(pydicom.dcmread(source), recipe=load_recipe(str(recipe), base=None),
                                        options=options, source=str(source))
     ours = tmp_path / "ours.dcm"
     result.dataset.save_as(ours)

@@ -196,7 +196,7 @@ def test_a_recipe_line_deid_mishandles_is_an_error_naming_file_and_line(
     recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
-        recipe_mod.load_recipe(str(recipe))
+        recipe_mod.load_recipe(str(recipe), base=None)
     assert line in problem_lines(caught.value, recipe), str(caught.value)
     assert str(recipe) in str(caught.value) or recipe.name in str(caught.value)
 
@@ -209,7 +209,7 @@ def test_every_bad_line_of_a_recipe_is_reported_at_once(
     recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
-        recipe_mod.load_recipe(str(recipe))
+        recipe_mod.load_recipe(str(recipe), base=None)
     assert {4, 5, 6} <= problem_lines(caught.value, recipe)
 
 
@@ -223,7 +223,7 @@ def test_a_recipe_path_that_does_not_exist_is_an_error_where_deid_applies_nothin
     recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError, match="no-such.recipe"):
-        recipe_mod.load_recipe(str(missing))
+        recipe_mod.load_recipe(str(missing), base=None)
 
 
 def test_values_of_a_second_recipe_are_an_error_where_deid_drops_them(
@@ -239,7 +239,7 @@ def test_values_of_a_second_recipe_are_an_error_where_deid_drops_them(
     recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
-        recipe_mod.load_recipe([str(first), str(second)])
+        recipe_mod.load_recipe([str(first), str(second)], base=None)
     assert str(second) in str(caught.value)
 
 
@@ -252,7 +252,7 @@ def test_an_upper_case_var_prefix_is_an_error_where_deid_writes_it_literally(
     recipe_mod = pytest.importorskip("deid_batch.recipe.parse")
     errors = pytest.importorskip("deid_batch.errors")
     with pytest.raises(errors.RecipeError) as caught:
-        recipe_mod.load_recipe(str(recipe))
+        recipe_mod.load_recipe(str(recipe), base=None)
     assert 5 in problem_lines(caught.value, recipe)
 
 
@@ -333,7 +333,7 @@ def test_a_failing_dataset_does_not_stop_the_next_one_where_deid_aborts_the_call
     errors = pytest.importorskip("deid_batch.errors")
     from deid_batch.recipe.parse import load_recipe
 
-    compiled = load_recipe(str(recipe))
+    compiled = load_recipe(str(recipe), base=None)
     options = engine.EngineOptions(remove_private=False)
     try:
         engine.deidentify_dataset(pydicom.dcmread(bad), recipe=compiled, options=options,
@@ -360,7 +360,7 @@ def test_private_tags_are_removed_by_default_after_the_recipe(
     engine = pytest.importorskip("deid_batch.recipe.engine")
     from deid_batch.recipe.parse import load_recipe
 
-    result = engine.deidentify_dataset(pydicom.dcmread(source), recipe=load_recipe(str(recipe)),
+    result = engine.deidentify_dataset(pydicom.dcmread(source), recipe=load_recipe(str(recipe), base=None),
                                        source=str(source))
     ours = tmp_path / "ours.dcm"
     result.dataset.save_as(ours)

@@ -48,7 +48,7 @@ def test_the_batch_api_writes_deids_output_up_to_the_writers_documented_changes(
         sources.append(Path(shutil.copy(SAMPLES[name], inputs / f"{name}.dcm")))
     recipe: Path | str = (recipe_body.removeprefix("bundled:") if recipe_body.startswith("bundled:")
                           else write_recipe(recipe_body))
-    outputs = api.replace_identifiers([str(s) for s in sources], recipe=str(recipe),
+    outputs = api.replace_identifiers([str(s) for s in sources], recipe=str(recipe), base=None,
                                       output_folder=str(tmp_path / "ours"),
                                       remove_private=remove_private, client="sync")
     assert len(outputs) == len(sources)
@@ -86,7 +86,7 @@ def test_one_compiled_recipe_applied_to_many_datasets_gives_each_file_deids_outp
     engine = pytest.importorskip("deid_batch.recipe.engine")
     from deid_batch.recipe.parse import load_recipe
 
-    compiled = load_recipe(str(recipe))
+    compiled = load_recipe(str(recipe), base=None)
     options = engine.EngineOptions(remove_private=False)
     for order in (range(5), reversed(range(5))):
         for i in order:
