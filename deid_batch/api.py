@@ -86,18 +86,22 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None) -> De
     """Read a deid-style ``config.json`` (path or dict)."""
     if config is None:
         return DeidConfig()
-    name = "<config>"
-    if not isinstance(config, Mapping):
+    data: Mapping[str, Any]
+    if isinstance(config, Mapping):
+        data = config
+    else:
         name = os.fspath(config)
         try:
             with open(name, encoding="utf-8") as fh:
-                config = json.load(fh)
+                data = json.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {name} does not exist") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {name} is not valid JSON (line {exc.lineno})") from None
-    get = config.get("get", {}) or {}
-    put = config.get("put", {}) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {name} must hold a JSON object with 'get'/'put' keys")
+    get = data.get("get", {}) or {}
+    put = data.get("put", {}) or {}
     ids = get.get("ids", {}) or {}
     put_actions = None
     if "actions" in put:
@@ -164,11 +168,11 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     except BaseException:
         if writer is not None:
             writer.close()
-            os.unlink(parquet_path + ".tmp")  # type: ignore[operator]
+            os.unlink(f"{parquet_path}.tmp")
         raise
-    if writer is not None:
+    if writer is not None and parquet_path is not None:
         writer.close()
-        os.replace(parquet_path + ".tmp", parquet_path)  # type: ignore[operator]
+        os.replace(f"{parquet_path}.tmp", parquet_path)
     schema = IDENTIFIERS if keep_fields and writer is None else pa.schema(list(IDENTIFIERS)[:3])
     table = pa.Table.from_batches(kept, schema=schema)
     errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
-from pydicom.datadict import DicomDictionary, keyword_dict
+from pydicom.datadict import DicomDictionary, keyword_dict  # type: ignore[attr-defined]
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as PydicomSequence
@@ -616,7 +616,7 @@ class _Run:
             self.ds.add(element)
         self.index.add(DicomField(element, action.field, uid, is_filemeta))
 
-    def _drop_top_level(self, tag: Tag, is_filemeta: bool) -> None:
+    def _drop_top_level(self, tag: BaseTag, is_filemeta: bool) -> None:
         container = self.ds.get("file_meta") if is_filemeta else self.ds
         if container is None or tag not in container:
             return
@@ -659,7 +659,7 @@ def _reach(items: list[Dataset], skip: frozenset[str]) -> None:
                 queue.extend(i for i in element.value if isinstance(i, Dataset))
 
 
-def _add_tag(name: str) -> tuple[Tag, str]:
+def _add_tag(name: str) -> tuple[BaseTag, str]:
     """ADD's target: a dictionary keyword (its tag and VR) or a bare 8-hex tag (VR ST)."""
     if name in keyword_dict:
         tag = keyword_dict[name]

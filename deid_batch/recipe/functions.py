@@ -67,7 +67,7 @@ class _TodayDependent(Exception):
 
 def _dateutil(text: str) -> datetime:
     """``dateutil.parser.parse`` as deid calls it, but refusing today-dependent results."""
-    first = dateutil.parser.parse(text, default=_DEFAULTS[0])
+    first: datetime = dateutil.parser.parse(text, default=_DEFAULTS[0])
     second = dateutil.parser.parse(text, default=_DEFAULTS[1])
     if first != second:
         raise _TodayDependent

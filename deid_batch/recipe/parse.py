@@ -373,7 +373,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _add_field_problem(fld: str) -> str | None:
-    from pydicom.datadict import DicomDictionary, keyword_dict
+    from pydicom.datadict import DicomDictionary, keyword_dict  # type: ignore[attr-defined]
 
     if fld in keyword_dict or _HEX8_RE.match(fld):
         if fld in keyword_dict and DicomDictionary[keyword_dict[fld]][0] == "SQ":
