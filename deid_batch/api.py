@@ -173,12 +173,15 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     if writer is not None and parquet_path is not None:
         writer.close()
         os.replace(f"{parquet_path}.tmp", parquet_path)
-    schema = IDENTIFIERS if keep_fields and writer is None else pa.schema(list(IDENTIFIERS)[:3])
+    schema = IDENTIFIERS if keep_fields and writer is None else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
     table = pa.Table.from_batches(kept, schema=schema)
     errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
     if errors_path:
         pq.write_table(errors_table, errors_path)
     return table, errors_table
+
+
+_KEYS = ("source", "entity_id", "item_id")
 
 
 def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
@@ -188,10 +191,9 @@ def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[p
 def _copy_keys(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The key columns in buffers of their own: a zero-copy ``select`` would keep the whole
     received frame (with every header field) alive on the client."""
-    names = ["source", "entity_id", "item_id"]
-    schema = pa.schema([IDENTIFIERS.field(n) for n in names])
+    schema = pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
     return pa.RecordBatch.from_arrays(
-        [pa.array(batch.column(n).to_pylist(), pa.string()) for n in names], schema=schema)
+        [pa.array(batch.column(n).to_pylist(), pa.string()) for n in _KEYS], schema=schema)
 
 
 def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id: str | None = None,
@@ -492,7 +494,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                                         ids_name=_ids_name(ids))
         items = list(zip(paths, rows_vars))
         apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
-                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp)
+                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
+                                   has_mapping=mapping is not None)
         total, done = len(items), 0
         for i in sorted(done_parts):
             part = store.read_part(i)

@@ -14,7 +14,7 @@ import enum
 
 import pyarrow as pa
 
-__all__ = ["FIELD", "IDENTIFIERS", "MANIFEST", "SCAN_ERRORS", "Reason", "Status"]
+__all__ = ["FIELD", "IDENTIFIERS", "MANIFEST", "QUERY_COLUMNS", "SCAN_ERRORS", "Reason", "Status"]
 
 
 class Status(str, enum.Enum):
@@ -47,11 +47,20 @@ FIELD = pa.struct(
     ]
 )
 
+#: Top-level elements copied into columns of their own in the identifiers table (named by keyword),
+#: so that duckdb/pandas/polars can group and join on them without unnesting ``fields``.
+QUERY_COLUMNS: tuple[str, ...] = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyInstanceUID", "StudyDate", "StudyDescription", "SeriesInstanceUID", "SeriesNumber",
+    "SeriesDescription", "Modality", "SOPClassUID", "SOPInstanceUID", "InstitutionName",
+)
+
 IDENTIFIERS = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
         pa.field("entity_id", pa.string()),
         pa.field("item_id", pa.string()),
+        *(pa.field(name, pa.string()) for name in QUERY_COLUMNS),
         pa.field("fields", pa.list_(FIELD)),
     ]
 )
@@ -72,5 +81,7 @@ MANIFEST = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
         pa.field("partition", pa.int32(), nullable=False),
+        # True/False: the file had a row in the variable mapping or not; null: the run had no mapping
+        pa.field("mapped", pa.bool_()),
     ]
 )

@@ -47,6 +47,8 @@ class ApplyConfig:
     functions: tuple[tuple[str, Callable[..., Any]], ...] = ()
     #: the run's stamp (mtime of every output it writes; see :func:`~deid_batch.dicom.writing.write_atomic`)
     stamp_ns: int | None = None
+    #: the run has a variable mapping (the manifest's ``mapped`` column says whether a file had a row)
+    has_mapping: bool = False
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -102,4 +104,7 @@ def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) ->
     """De-identify a partition; one manifest row per input row, in input order."""
     with no_value_logging():
         out = [process_file(source, variables, config, partition) for source, variables in rows]
+    if config.has_mapping:
+        for row, (_source, variables) in zip(out, rows):
+            row["mapped"] = variables is not None
     return pa.RecordBatch.from_pylist(out, schema=MANIFEST)

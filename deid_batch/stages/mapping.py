@@ -209,12 +209,16 @@ class JoinResult:
     variables: tuple[str, ...]
     unmapped: int  # files with no mapping row at all
     unused_rows: int = 0  # mapping rows whose key matched no file
+    hit: pa.Array | None = None  # per source: had a mapping row
 
-    def per_source(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(source, {variable: value})`` with provided values only, in identifier order."""
+    def per_source(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """``(source, {variable: value})`` with provided values only, in identifier order;
+        ``None`` instead of the dict for a file with no mapping row."""
         columns = [self.table.column(i).to_pylist() for i in range(self.table.num_columns)]
+        hits = self.hit.to_pylist() if self.hit is not None else [True] * len(self.sources)
         for row, source in enumerate(self.sources.to_pylist()):
-            yield source, {v: col[row] for v, col in zip(self.variables, columns) if col[row] is not None}
+            yield source, ({v: col[row] for v, col in zip(self.variables, columns) if col[row] is not None}
+                           if hits[row] else None)
 
 
 def _row_numbers(rows: pa.Array, limit: int = 10) -> str:
@@ -298,7 +302,7 @@ def join_variables(
     out = pa.table([pc.take(cols[v], order) for v in variables], names=list(variables))
     sources = pc.take(joined[_SRC], order).combine_chunks()
     unmapped = keys.num_rows - int(pc.sum(pc.cast(hit, pa.int64())).as_py() or 0)
-    return JoinResult(sources, out, variables, unmapped, unused)
+    return JoinResult(sources, out, variables, unmapped, unused, pc.take(hit, order).combine_chunks())
 
 
 def mapping_digest(mapping: pa.Table | None) -> str:

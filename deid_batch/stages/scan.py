@@ -26,7 +26,7 @@ from deid_batch.dicom import reading
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import DEFAULT_SKIP
-from deid_batch.schemas import FIELD, IDENTIFIERS, SCAN_ERRORS, Reason, Status
+from deid_batch.schemas import FIELD, IDENTIFIERS, QUERY_COLUMNS, SCAN_ERRORS, Reason, Status
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 
@@ -34,6 +34,7 @@ __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 DEFAULT_SCAN_SKIP: tuple[str, ...] = DEFAULT_SKIP
 
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_QUERY = frozenset(QUERY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class _Columns:
     def finish(self) -> None:
         self.offsets.append(len(self.path))
 
+    def top_level(self, names: frozenset[str]) -> dict[str, str | None]:
+        """Values of the last finished file's top-level elements named in ``names``."""
+        start, end = self.offsets[-2], self.offsets[-1]
+        return {p: v for p, v in zip(self.path[start:end], self.value[start:end]) if p in names}
+
     def add(self, ds: Dataset, skip: frozenset[str], expand_sequences: bool) -> None:
         self._walk(ds, "", skip, expand_sequences)
         meta = getattr(ds, "file_meta", None)
@@ -202,12 +208,12 @@ def _id_value(ds: Dataset, keyword: str) -> str | None:
 def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
                    ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Read the headers of ``paths``; return (identifiers batch, errors batch)."""
-    rows: dict[str, list[object]] = {"source": [], "entity_id": [], "item_id": []}
+    rows: dict[str, list[object]] = {name: [] for name in ("source", "entity_id", "item_id", *QUERY_COLUMNS)}
     errors: dict[str, list[object]] = {"source": [], "status": [], "reason": []}
     cols = _Columns()
     with no_value_logging():
         _scan_into(paths, config, rows, errors, cols)
-    arrays = [pa.array(rows[name], pa.string()) for name in ("source", "entity_id", "item_id")]
+    arrays = [pa.array(rows[name], pa.string()) for name in ("source", "entity_id", "item_id", *QUERY_COLUMNS)]
     return (
         pa.RecordBatch.from_arrays([*arrays, cols.to_array()], schema=IDENTIFIERS),
         pa.RecordBatch.from_pydict(errors, schema=SCAN_ERRORS),
@@ -255,3 +261,6 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
         rows["source"].append(path)
         rows["entity_id"].append(entity)
         rows["item_id"].append(item)
+        top = cols.top_level(_QUERY)
+        for name in QUERY_COLUMNS:
+            rows[name].append(top.get(name))
