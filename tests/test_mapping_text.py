@@ -99,15 +99,24 @@ def test_typed_tables_integers_become_decimal_text_floats_are_refused():
         load_mapping(pd.DataFrame({"PatientID": [1.0, None], "v": ["a", "b"]}))
 
 
-def test_a_numeric_looking_value_is_written_not_a_write_error(small_archive, tmp_path, key_file):
-    pids = sorted({pydicom.dcmread(p, stop_before_pixels=True).PatientID
-                   for p in small_archive.rglob("*") if p.is_file()})
+def _patient_ids(archive):
+    return sorted({pydicom.dcmread(p, stop_before_pixels=True).PatientID for p in archive.rglob("*") if p.is_file()})
+
+
+def _apply_with(archive, tmp_path, key_file, csv_text, recipe_lines):
     path = tmp_path / "m.csv"
-    path.write_text("PatientID,acc,pid\n" + "".join(f"{p},00777,000{i}\n" for i, p in enumerate(pids)))
+    path.write_text(csv_text)
     recipe = tmp_path / "r"
-    recipe.write_text("FORMAT dicom\n%header\nREPLACE AccessionNumber var:acc\nREPLACE PatientID var:pid\n")
-    report = run_apply(str(small_archive), recipe=str(recipe), variables=str(path), client="sync",
-                       output_folder=str(tmp_path / "out"), key_file=key_file)
+    recipe.write_text("FORMAT dicom\n%header\n" + "".join(line + "\n" for line in recipe_lines))
+    return run_apply(str(archive), recipe=str(recipe), variables=str(path), client="sync",
+                     output_folder=str(tmp_path / "out"), key_file=key_file)
+
+
+def test_a_numeric_looking_value_is_written_not_a_write_error(small_archive, tmp_path, key_file):
+    pids = _patient_ids(small_archive)
+    report = _apply_with(small_archive, tmp_path, key_file,
+                         "PatientID,acc,pid\n" + "".join(f"{p},00777,000{i}\n" for i, p in enumerate(pids)),
+                         ["REPLACE AccessionNumber var:acc", "REPLACE PatientID var:pid"])
     assert report.summary.by_status == {"written": 24}
     for out in report.outputs:
         ds = pydicom.dcmread(out)
@@ -142,14 +151,10 @@ def test_no_variable_name_is_shadowed_by_an_internal_name(variable):
 
 
 def test_the_issue_reproduction_entity_id_replaces_patient_id(small_archive, tmp_path, key_file):
-    pids = sorted({pydicom.dcmread(p, stop_before_pixels=True).PatientID
-                   for p in small_archive.rglob("*") if p.is_file()})
-    path = tmp_path / "m.csv"
-    path.write_text("PatientID,entity_id\n" + "".join(f"{p},SUBJ{i}\n" for i, p in enumerate(pids)))
-    recipe = tmp_path / "r"
-    recipe.write_text("FORMAT dicom\n%header\nREPLACE PatientID var:entity_id\n")
-    report = run_apply(str(small_archive), recipe=str(recipe), variables=str(path), client="sync",
-                       output_folder=str(tmp_path / "out"), key_file=key_file)
+    pids = _patient_ids(small_archive)
+    report = _apply_with(small_archive, tmp_path, key_file,
+                         "PatientID,entity_id\n" + "".join(f"{p},SUBJ{i}\n" for i, p in enumerate(pids)),
+                         ["REPLACE PatientID var:entity_id"])
     new = {pydicom.dcmread(o).PatientID for o in report.outputs}
     assert new == {f"SUBJ{i}" for i in range(len(pids))}
     assert not new & set(pids)
