@@ -29,6 +29,25 @@ class Builtin:
     #: file name under ``deid_batch/data`` (ours) or under deid's ``deid/data`` (``deid.NAME``)
     file: str = ""
     bundled_with_deid: bool = False
+    #: the complete built-in this one refines (a PS3.15 option refines ``ps3.15-basic``): given
+    #: after it, its header lines replace that profile's lines for the same fields
+    refines: str = ""
+
+
+_PS315 = "ps3.15-basic"
+_PS315_OPTIONS = (
+    ("ps3.15-retain-uids", "Retain UIDs (113110): every UID kept"),
+    ("ps3.15-retain-device-identity", "Retain Device Identity (113109): device names, serial "
+     "numbers, AE titles kept or cleaned"),
+    ("ps3.15-retain-institution-identity", "Retain Institution Identity (113112): institution "
+     "name, address, department kept"),
+    ("ps3.15-retain-patient-characteristics", "Retain Patient Characteristics (113108): sex, age, "
+     "size, weight, ethnic group... kept"),
+    ("ps3.15-retain-modified-dates", "Retain Longitudinal Temporal Information Modified Dates "
+     "(113107): dates shifted by a keyed per-patient offset"),
+    ("ps3.15-clean-descriptors", "Clean Descriptors (113105): descriptions kept, this file's "
+     "identifying values removed from them"),
+)
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -42,6 +61,10 @@ BUILTINS: dict[str, Builtin] = {
                 "so it gets the base under it)", complete=False, bundled_with_deid=True),
         Builtin("dicom.xray.chest", "deid's bundled chest x-ray recipe: pixel filters only (no header actions, "
                 "so it gets the base under it)", complete=False, bundled_with_deid=True),
+        Builtin(_PS315, "DICOM PS3.15 Basic Application Level Confidentiality Profile (113100), "
+                "Table E.1-1 at every depth, keyed UIDs and patient pseudonyms", file=f"deid.{_PS315}"),
+        *(Builtin(name, f"PS3.15 option, after {_PS315}: {text}", complete=False,
+                  file=f"deid.{name}", refines=_PS315) for name, text in _PS315_OPTIONS),
     )
 }
 

@@ -12,8 +12,6 @@ Every function takes keyword arguments ``dicom``, ``value``, ``field``, ``item``
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -24,6 +22,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 
 from deid_batch.errors import DatasetError
+from deid_batch.recipe.keyed import KEYED_FUNCTIONS, keyed_uid_value
 
 __all__ = [
     "BUILTINS",
@@ -183,11 +182,7 @@ def pydicom_uuid(*, field: Any, extras: str | None = None, **_: Any) -> str:
 
 
 def _hmac_one(key: bytes, value: Any) -> Any:
-    text = str(value)
-    if not text:
-        return value
-    digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-    return f"2.25.{int.from_bytes(digest, 'big')}"[:64]
+    return keyed_uid_value(key, value)
 
 
 def hmac_uid(*, field: Any, uid_key: bytes | None = None, **_: Any) -> Any:
@@ -217,4 +212,5 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "basic_uuid": basic_uuid,
     "pydicom_uuid": pydicom_uuid,
     "hmac_uid": hmac_uid,
+    **KEYED_FUNCTIONS,  # the PS3.15 recipes' functions (deid_batch.recipe.keyed)
 }

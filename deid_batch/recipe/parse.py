@@ -24,6 +24,8 @@ from typing import Any
 from deid_batch.errors import Problem, RecipeError
 from deid_batch.recipe.builtins import BUILTINS, DEFAULT_BASE, builtin, builtin_path
 from deid_batch.recipe.fields import selector_problem
+from deid_batch.recipe import keyed
+from deid_batch.recipe.functions import BUILTINS as FUNCTIONS
 from deid_batch.recipe.functions import parse_keyvalues
 from deid_batch.recipe.model import FilterCriterion, FilterLabel, Recipe, RecipeAction
 
@@ -47,12 +49,10 @@ ACTIONS = ("ADD", "BLANK", "JITTER", "KEEP", "REPLACE", "REMOVE", "LABEL")
 HEADER_ACTIONS = ("ADD", "BLANK", "JITTER", "KEEP", "REPLACE", "REMOVE")
 SECTIONS = ("header", "labels", "filter", "values", "fields")
 FILTER_CRITERIA = ("contains", "notcontains", "equals", "notequals", "missing", "present", "empty")
-#: ``deid_func:`` names: deid's five built-ins plus our ``hmac_uid``.
-BUILTIN_FUNCTIONS = (
-    "jitter", "dicom_uuid", "suffix_uuid", "basic_uuid", "pydicom_uuid", "hmac_uid",
-)
+#: ``deid_func:`` names: deid's five built-ins, our ``hmac_uid`` and the PS3.15 recipes' functions.
+BUILTIN_FUNCTIONS = tuple(FUNCTIONS)
 #: Built-ins that read the original value of a field, so they cannot serve ADD (deid crashes).
-_NEEDS_FIELD = ("jitter", "pydicom_uuid", "hmac_uid")
+_NEEDS_FIELD = ("jitter", "pydicom_uuid", "hmac_uid", *keyed.NEEDS_FIELD)
 
 _TOKEN_RE = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"])*"|'(?:\\.|[^'])*')+""")
 _HEX8_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -372,11 +372,12 @@ def _is_int(value: Any) -> bool:
     return True
 
 
-def _add_field_problem(fld: str) -> str | None:
+def _add_field_problem(fld: str, value: str | None = None) -> str | None:
     from pydicom.datadict import DicomDictionary, keyword_dict  # type: ignore[attr-defined]
 
     if fld in keyword_dict or _HEX8_RE.match(fld):
-        if fld in keyword_dict and DicomDictionary[keyword_dict[fld]][0] == "SQ":
+        builds = (value or "").startswith(tuple(f"deid_func:{n}" for n in keyed.BUILDS_SEQUENCE))
+        if fld in keyword_dict and DicomDictionary[keyword_dict[fld]][0] == "SQ" and not builds:
             return f"ADD cannot create the sequence '{fld}' from text"
         return None
     return (f"ADD needs a DICOM keyword (case-sensitive) or a bare 8-hex-digit tag like "
@@ -390,7 +391,7 @@ def _validate_header_entry(entry: RecipeAction, values_names: frozenset[str],
         problems.append(Problem(*where, f"unknown action '{entry.action}'"))
         return
     if entry.action == "ADD":
-        msg = _add_field_problem(entry.field)
+        msg = _add_field_problem(entry.field, entry.value)
     else:
         msg = selector_problem(entry.field, values_names, fields_names)
     if msg:
@@ -713,6 +714,7 @@ def load_recipe(recipe: Any = None, *, base: Any = UNSET) -> Recipe:
     if not items and base_item is None:
         raise RecipeError("an empty list of recipes was given")
     parts = [_load_one(item) for item in items]
+    _refine(items, parts)
     base_part = _load_one(base_item) if base_item is not None else None
     if parts:
         combined, problems = _combine(parts)
@@ -732,6 +734,33 @@ def load_recipe(recipe: Any = None, *, base: Any = UNSET) -> Recipe:
     logger.debug("loaded recipe from %s (%d header actions)", ", ".join(combined.sources),
                  len(combined.header))
     return combined
+
+
+def _refine(items: list[Any], parts: list[_Parsed]) -> None:
+    """Refining built-ins (the PS3.15 options): each one's header lines replace, in the earlier
+    recipes of its family (the profile it refines and the options before it), the lines of the
+    fields it covers (its non-ADD lines' fields). A refining built-in without its profile
+    before it is a problem."""
+    families: dict[str, list[int]] = {}
+    for i, (item, part) in enumerate(zip(items, parts)):
+        if not isinstance(item, (str, os.PathLike)) or Path(os.fspath(item)).exists():
+            continue
+        entry = builtin(os.fspath(item))
+        if entry is None:
+            continue
+        if not entry.refines:
+            families[entry.name] = [i]
+            continue
+        family = families.get(entry.refines)
+        if family is None:
+            part.problem(0, f"{entry.name} refines {entry.refines}: give --recipe {entry.refines} "
+                         "before it (e.g. --recipe ps3.15-basic --recipe " + entry.name + ")")
+            continue
+        covered = {a.field for a in part.header if a.action != "ADD"}
+        for j in family:
+            parts[j].header = [a for a in parts[j].header
+                               if a.action == "ADD" or a.field not in covered]
+        family.append(i)
 
 
 def _layer(base: _Parsed, top: Recipe) -> tuple[Recipe, list[Problem]]:
