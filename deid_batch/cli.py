@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deid_batch import __version__
-from deid_batch.errors import DeidBatchError
+from deid_batch.errors import ConfigError, DeidBatchError
 from deid_batch.recipe.builtins import DEFAULT_BASE
 
 __all__ = ["main"]
@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
     _base_option(p)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("recipes", help="list the built-in recipes, or print one",
+                       description="Without NAME: one line per built-in recipe. With NAME: its text "
+                       "(copy it to edit it).")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a built-in recipe name")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -310,6 +317,24 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from deid_batch.recipe.builtins import BUILTINS, builtin, builtin_path
+
+    if args.name is None:
+        width = max(len(name) for name in BUILTINS)
+        for entry in BUILTINS.values():
+            print(f"{entry.name:<{width}}  {entry.description}")
+        return 0
+    entry = builtin(args.name)
+    if entry is None:
+        raise ConfigError(f"no built-in recipe named {args.name!r}; `deid-batch recipes` lists them")
+    path = builtin_path(entry)
+    if path is None or not path.exists():
+        raise ConfigError(f"{args.name} ships with deid, which is not installed: pip install deid")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from deid_batch.demo import run_demo
 
@@ -318,7 +343,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"scan": _cmd_scan, "apply": _cmd_apply, "strip-private": _cmd_strip, "verify": _cmd_verify,
-            "inspect": _cmd_inspect, "demo": _cmd_demo}
+            "inspect": _cmd_inspect, "demo": _cmd_demo, "recipes": _cmd_recipes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -224,9 +224,8 @@ def deid_method(*, dicom: Any = None, extras: str | None = None, **_: Any) -> An
 def deid_method_code(*, dicom: Any = None, extras: str | None = None, **_: Any) -> Sequence:
     """``deid_func:deid_method_code code=C``: DeidentificationMethodCodeSequence + a (C, DCM) item."""
     code = _code(extras, "deid_method_code")
-    element = dicom.get("DeidentificationMethodCodeSequence") if dicom is not None else None
-    items = [i for i in (element.value if element is not None and element.value else [])
-             if isinstance(i, Dataset)]
+    current = dicom.get("DeidentificationMethodCodeSequence") if dicom is not None else None
+    items = [i for i in (current or []) if isinstance(i, Dataset)]
     if not any(getattr(i, "CodeValue", None) == code and
                getattr(i, "CodingSchemeDesignator", None) == "DCM" for i in items):
         new = Dataset()
