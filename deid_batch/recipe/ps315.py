@@ -15,8 +15,9 @@ which keeps Type 1 and Type 2 attributes present):
 
 - ``X`` -> ``REMOVE``; ``Z`` and ``X/Z`` -> ``BLANK`` (present, zero length);
 - ``D``, ``X/D``, ``X/Z/D``, ``Z/D`` -> ``REPLACE`` with a dummy valid for the VR; a sequence
-  stays, its items de-identified by the table at every depth (the code values of an identifying
-  code sequence are replaced by dummies);
+  stays, its items de-identified by the table at every depth, with the free text inside
+  (TextValue, UnformattedTextValue) and the code values of an identifying code sequence
+  replaced by dummies;
 - ``U`` (and the ``U*`` of ``X/Z/U*`` sequences) -> one ``REPLACE select:VR:UI deid_func:keyed_uid``
   line: every UI value at any depth that is not a DICOM-defined UID gets a keyed UID;
 - curves (50xx groups) and overlays (60xx groups, as a whole: their Type 1 Overlay Data goes) are
@@ -188,7 +189,9 @@ def _basic_lines(row: Row) -> list[str]:
                     f"REPLACE endswith:{kw}__CodeMeaning ANONYMOUS",
                     f"REMOVE endswith:{kw}__LongCodeValue",
                     f"REMOVE endswith:{kw}__URNCodeValue"]
-        return [f"{note} -> kept, its items de-identified at every depth"]
+        return [f"{note} -> kept, its items de-identified at every depth (free text dummied)",
+                f"REPLACE endswith:{kw}__TextValue ANONYMOUS",
+                f"REPLACE endswith:{kw}__UnformattedTextValue ANONYMOUS"]
     if vr in _BINARY_VRS:
         return [f"REPLACE {kw} deid_func:dummy"]
     return [f"REPLACE {kw} {DUMMY[vr]}"]
