@@ -172,7 +172,8 @@ def test_basic_profile_actions_at_the_top_level():
 
 def test_sequences_nested_items_get_the_table_at_every_depth():
     out = _run(_ds())
-    assert len(out.ReferencedStudySequence) == 0  # X/Z -> Z: present, empty
+    study_ref = out.ReferencedStudySequence[0]  # X/Z sequence: kept, items de-identified
+    assert study_ref.ReferencedSOPInstanceUID == out.StudyInstanceUID != STUDY
     inner = out.ReferencedImageSequence[0].ReferencedImageSequence[0]  # X/Z/U*: kept
     assert inner.PatientName != "DOE^JOHN" and "PatientAddress" not in inner
     assert not inner.AccessionNumber and not inner.StudyDate
@@ -225,7 +226,7 @@ def test_retain_uids_keeps_every_uid():
     assert (out.SOPInstanceUID, out.StudyInstanceUID, out.FrameOfReferenceUID) == (SOP, STUDY, FOR)
     assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == PRIOR
     assert out.ReferencedImageSequence[0].ReferencedImageSequence[0].StudyInstanceUID == STUDY
-    assert len(out.ReferencedStudySequence) == 1  # K beats the basic profile's X/Z
+    assert out.ReferencedStudySequence[0].ReferencedSOPInstanceUID == STUDY
     assert _codes(out) == ["113100", "113110"]
 
 

@@ -13,7 +13,9 @@ A test checks that the checked-in recipes equal the generated ones::
 How each table action becomes recipe lines (the conservative reading of the compound actions,
 which keeps Type 1 and Type 2 attributes present):
 
-- ``X`` -> ``REMOVE``; ``Z`` and ``X/Z`` -> ``BLANK`` (present, zero length);
+- ``X`` -> ``REMOVE``; ``Z`` and ``X/Z`` -> ``BLANK`` (present, zero length), but an ``X/Z``
+  sequence is kept like a ``D`` one (empty, it is invalid where it is Type 3; removed, where it
+  is Type 2);
 - ``D``, ``X/D``, ``X/Z/D``, ``Z/D`` -> ``REPLACE`` with a dummy valid for the VR; a sequence
   stays, its items de-identified by the table at every depth, with the free text inside
   (TextValue, UnformattedTextValue) and the code values of an identifying code sequence
@@ -177,6 +179,10 @@ def _basic_lines(row: Row) -> list[str]:
         return [f"REPLACE {kw} {KEYED[kw]}"]
     if action == "X":
         return [f"REMOVE {kw}"]
+    if vr == "SQ" and row.actions["basic"] == "X/Z":
+        # an empty sequence is invalid where it is Type 3, a removed one where it is Type 2:
+        # kept, like a D sequence, with its items de-identified at every depth
+        action = "D"
     if action == "Z":
         return [f"BLANK {kw}"]
     if action == "K":
