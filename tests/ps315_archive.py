@@ -147,7 +147,8 @@ def score(keys: dict[str, Key], pairs: dict[str, str]) -> Score:
         pseudonyms.setdefault(key.patient, set()).add(str(ds.get("PatientID", "")))
         new_sop[key.sop] = str(ds.SOPInstanceUID)
         if key.references:
-            references.append((key.references, str(ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID)))
+            refs = ds.get("ReferencedImageSequence") or [Dataset()]
+            references.append((key.references, str(refs[0].get("ReferencedSOPInstanceUID", ""))))
     distinct = [next(iter(v)) for v in pseudonyms.values()]
     consistent = all(len(v) == 1 for v in pseudonyms.values()) and len(set(distinct)) == len(distinct)
     resolve = all(new_sop.get(old) == new for old, new in references)
