@@ -109,7 +109,7 @@ def keyed_uid(*, field: Any, uid_key: bytes | None = None, **_: Any) -> Any:
     """``deid_func:keyed_uid``: keyed UIDs for every value but DICOM-defined and class UIDs."""
     key = _key(uid_key, "keyed_uid")
     element = field.element
-    if element.keyword in WELL_KNOWN_UID_KEYWORDS:
+    if element.VR != "UI" or element.keyword in WELL_KNOWN_UID_KEYWORDS:
         return element.value
     original = element.value
 

@@ -20,8 +20,10 @@ which keeps Type 1 and Type 2 attributes present):
   stays, its items de-identified by the table at every depth, with the free text inside
   (TextValue, UnformattedTextValue) and the code values of an identifying code sequence
   replaced by dummies;
-- ``U`` (and the ``U*`` of ``X/Z/U*`` sequences) -> one ``REPLACE select:VR:UI deid_func:keyed_uid``
-  line: every UI value at any depth that is not a DICOM-defined UID gets a keyed UID;
+- ``U`` (and the ``U*`` of ``X/Z/U*`` sequences) -> ``REPLACE endswith:UID deid_func:keyed_uid``
+  (plus the few UI attributes whose keyword does not end in UID): every UI value at any depth
+  that is not a DICOM-defined UID gets a keyed UID (``select:VR:UI`` would say the same but
+  reads every element, which turns off the batched REMOVE pass);
 - curves (50xx groups) and overlays (60xx groups, as a whole: their Type 1 Overlay Data goes) are
   removed; private attributes are removed by the engine after the recipe (``remove_private``);
   standard attributes not in the table are kept.
@@ -139,6 +141,14 @@ def load_table(path: Path = TABLE) -> list[Row]:
 # ------------------------------------------------------------------------------ recipe lines
 #: D actions handled by keyed pseudonyms rather than a fixed dummy
 KEYED = {"PatientID": "deid_func:keyed_id", "PatientName": "deid_func:keyed_name"}
+#: UI attributes (pydicom 3 dictionary) whose keyword does not end in "UID" (``endswith:UID``
+#: misses them); class/syntax ones among them are left alone by ``keyed_uid``
+UI_NOT_NAMED_UID = (
+    "ReferencedSOPInstanceUIDInFile", "FailedSOPInstanceUIDList", "SOPInstanceUIDOfConcatenationSource",
+    "RepositoryUniqueID", "HomeCommunityID", "ReferencedContentItem", "SelectorUIValue",
+    "FindingsGroupUIDTrial", "ReferencedFindingsGroupUIDTrial", "ReferencedObservationUIDTrial",
+    "ObservationSubjectUIDTrial",
+)
 #: attributes whose original values the clean-descriptors option removes from descriptions:
 #: harvested once per file (``%values ps315_identifiers``) before any action runs
 IDENTIFYING = (
@@ -174,7 +184,7 @@ def _basic_lines(row: Row) -> list[str]:
     if not kw:
         return []  # repeating groups and private attributes: handled by the profile's own lines
     if action == "U" or vr == "UI":
-        return []  # every UI value: the select:VR:UI line
+        return []  # every UI value: the keyed_uid lines
     if kw in KEYED:
         return [f"REPLACE {kw} {KEYED[kw]}"]
     if action == "X":
@@ -222,16 +232,26 @@ def _basic_recipe(rows: Sequence[Row]) -> list[str]:
     out += ["%values ps315_patient", "FIELD PatientID", "FIELD PatientName", "",
             "%values ps315_identifiers"]
     out += [f"FIELD {kw}" for kw in IDENTIFYING]
-    out += ["", "%header", "",
-            "# UIDs: every UI value at any depth, file meta included, gets a keyed UID, except",
-            "# DICOM-defined UIDs (1.2.840.10008.*) and class, transfer syntax and coding scheme UIDs",
-            "REPLACE select:VR:UI deid_func:keyed_uid", "",
-            "# Curves (50xx) and overlays (60xx) as whole groups (Table E.1-1: (50XX,XXXX) X, "
-            "(60XX,3000) X, (60XX,4000) X)"]
-    out += [f"REMOVE select:group:{g:04X}" for g in (*range(0x5000, 0x5020, 2), *range(0x6000, 0x6020, 2))]
-    out += ["", "# Table E.1-1, in tag order"]
+    by_action: dict[str, list[str]] = {"REMOVE": [], "BLANK": [], "REPLACE": [], "#": []}
     for row in rows:
-        out += _basic_lines(row)
+        for line in _basic_lines(row):
+            by_action[line.split(" ", 1)[0]].append(line)
+    out += ["", "%header", "",
+            "# Table E.1-1 lines grouped by action (each acts on its own attribute at every depth,",
+            "# so the order does not change the result; grouped, the REMOVE lines run as one pass).",
+            "", "# X: removed; curves (50xx) and overlays (60xx) as whole groups",
+            *by_action["REMOVE"],
+            *(f"REMOVE select:group:{g:04X}" for g in (*range(0x5000, 0x5020, 2),
+                                                       *range(0x6000, 0x6020, 2))),
+            "", "# Z (and X/Z): present, zero length", *by_action["BLANK"],
+            "", "# D (and X/D, X/Z/D, Z/D): a dummy valid for the VR, or a keyed pseudonym",
+            *by_action["REPLACE"],
+            "", "# U (and X/Z/U*): every UI value at any depth, file meta included, gets a keyed UID,",
+            "# except DICOM-defined UIDs (1.2.840.10008.*) and class, transfer syntax and coding",
+            "# scheme UIDs; the UI attributes whose keyword does not end in UID are named",
+            "REPLACE endswith:UID deid_func:keyed_uid",
+            *(f"REPLACE {kw} deid_func:keyed_uid" for kw in UI_NOT_NAMED_UID),
+            "", "# Sequences kept (their items de-identified at every depth)", *by_action["#"]]
     out += ["", "# What was done (CID 7050)", "ADD PatientIdentityRemoved YES",
             f"ADD DeidentificationMethod deid_func:deid_method code={BASIC.code}",
             f"ADD DeidentificationMethodCodeSequence deid_func:deid_method_code code={BASIC.code}"]
@@ -259,7 +279,7 @@ def _option_lines(option: Option, row: Row) -> list[str]:
 
 
 _OPTION_NOTES = {
-    "rtn_uids": ["K: every UID kept (the basic profile's select:VR:UI line is replaced)."],
+    "rtn_uids": ["K: every UID kept (the basic profile's keyed_uid lines are replaced)."],
     "rtn_long_modif_dates": [
         "C: dates (DA, DT) shifted by a keyed per-patient offset of 1 to 3652 days back",
         "(deid_func:date_offset), so intervals within a patient survive; times (TM) kept.",
@@ -278,7 +298,7 @@ def _option_recipe(option: Option, rows: Sequence[Row]) -> list[str]:
     out = _header(f"{option.meaning} ({option.code}), PS3.15 Annex E", notes)
     out += ["%header", ""]
     if option.column == "rtn_uids":
-        out += ["KEEP select:VR:UI"]
+        out += ["KEEP endswith:UID", *(f"KEEP {kw}" for kw in UI_NOT_NAMED_UID)]
     for row in rows:
         out += _option_lines(option, row)
     out += [""]
