@@ -322,8 +322,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
     if args.name is None:
         width = max(len(name) for name in BUILTINS)
-        for entry in BUILTINS.values():
-            print(f"{entry.name:<{width}}  {entry.description}")
+        for item in BUILTINS.values():
+            print(f"{item.name:<{width}}  {item.description}")
         return 0
     entry = builtin(args.name)
     if entry is None:

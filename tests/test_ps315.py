@@ -19,8 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from deid_batch import EngineOptions, deidentify_dataset
 from deid_batch.cli import main
 from deid_batch.errors import RecipeError
-from deid_batch.recipe import load_recipe
-from deid_batch.recipe import ps315
+from deid_batch.recipe import load_recipe, ps315
 from deid_batch.recipe.builtins import BUILTINS, builtin_path
 from deid_batch.recipe.keyed import CID_7050, clean_text, keyed_uid_value
 

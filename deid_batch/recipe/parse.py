@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from deid_batch.errors import Problem, RecipeError
+from deid_batch.recipe import keyed
 from deid_batch.recipe.builtins import BUILTINS, DEFAULT_BASE, builtin, builtin_path
 from deid_batch.recipe.fields import selector_problem
-from deid_batch.recipe import keyed
 from deid_batch.recipe.functions import BUILTINS as FUNCTIONS
 from deid_batch.recipe.functions import parse_keyvalues
 from deid_batch.recipe.model import FilterCriterion, FilterLabel, Recipe, RecipeAction
