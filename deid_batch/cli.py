@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (not inside an input)")
     p.add_argument("--recipe", action="append", metavar="R",
                    help="recipe file, folder, or built-in recipe name (remove-everything, dicom, "
-                   "dicom.ultrasound, dicom.xray.chest); repeat to combine, in order. It is applied on "
-                   "top of --base")
+                   "ps3.15-basic, ...: `deid-batch recipes` lists them); repeat to combine, in order. "
+                   "It is applied on top of --base")
     _base_option(p)
     p.add_argument("--vars", metavar="MAPPING", help="variable mapping (CSV or Parquet) keyed by PatientID "
                    "[and SOPInstanceUID]; its other columns are variables for var:NAME")
