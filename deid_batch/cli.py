@@ -8,11 +8,14 @@ handlers or exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from deid_batch import __version__
@@ -155,8 +158,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _load_dask_config(args: argparse.Namespace) -> Any:
     """A context in which the ``--dask-config`` settings apply (nothing when not given)."""
-    import contextlib
-
     path = getattr(args, "dask_config", None)
     if not path:
         return contextlib.nullcontext()
@@ -169,7 +170,11 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__})") from None
+        raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__}); "
+                          "give a YAML file of dask settings (see configs/dask-local.yaml)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--dask-config {path}: holds a YAML {type(data).__name__}, not a mapping of "
+                          "dask settings; see configs/dask-local.yaml")
     if not args.scheduler and args.workers is None and data.get("scheduler-address"):
         args.scheduler = data["scheduler-address"]
     return dask.config.set(_dotted(data))
@@ -187,9 +192,12 @@ def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _workers(args: argparse.Namespace) -> int | None:
+    """Local worker processes: the cores by default; capped at a few per core (a warning)."""
+    from deid_batch.stages.pipeline import local_workers
+
     if args.scheduler:
         return None
-    return os.cpu_count() or 1 if args.workers is None else args.workers
+    return local_workers(os.cpu_count() or 1 if args.workers is None else args.workers)
 
 
 def _progress(args: argparse.Namespace, label: str) -> Any:
@@ -292,9 +300,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from deid_batch.dicom.reading import read_dataset
+    from deid_batch.errors import ConfigError, DatasetError
     from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 
-    ds = read_dataset(args.file, stop_before_pixels=True)
+    try:
+        ds = read_dataset(args.file, stop_before_pixels=True)
+    except DatasetError as exc:
+        raise ConfigError(f"FILE {args.file}: not a readable DICOM file ({exc.reason}: {exc}); "
+                          "give a DICOM file") from None
     print(f"# {args.file}")
     print(ds if not args.recipe else "")
     if args.recipe:
@@ -321,19 +334,87 @@ COMMANDS = {"scan": _cmd_scan, "apply": _cmd_apply, "strip-private": _cmd_strip,
             "inspect": _cmd_inspect, "demo": _cmd_demo}
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Validate every option before anything starts or is written (:mod:`deid_batch.arguments`)."""
+    from deid_batch import arguments
+
+    arguments.check_execution(args)
+    arguments.check_inputs(args)
+    arguments.check_outputs(args)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`_Interrupted` (so partial files are cleaned up and the
+    cluster is closed); a second signal during the shutdown exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits = []
+
+    def handler(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        if len(hits) > 1:
+            os._exit(128 + signum)
+        raise _Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup / background jobs keep ignoring
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _continue_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """The exact command that continues the interrupted work."""
+    import shlex
+
+    from deid_batch.stages.manifest import RUN_FILE, default_manifest_dir
+
+    command = ["deid-batch", *argv]
+    if args.command in ("apply", "strip-private"):
+        manifest = args.manifest or default_manifest_dir(args.out)
+        if os.path.exists(os.path.join(manifest, RUN_FILE)):
+            if not args.resume:
+                command.append("--resume")
+            return "finished partitions are kept; continue with: " + shlex.join(command)
+        return "nothing was written yet; run it again: " + shlex.join(command)
+    if args.command == "scan":
+        return "nothing was written (scan has no --resume); run it again: " + shlex.join(command)
+    return "run it again: " + shlex.join(command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``deid-batch`` and ``python -m deid_batch``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     _setup_logging(args)
-    try:
-        with _load_dask_config(args):
-            return COMMANDS[args.command](args)
-    except DeidBatchError as exc:
-        print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finish the run with --resume", file=sys.stderr)
-        return 130
+    with _signals_interrupt():
+        try:
+            _check(args)
+            with _load_dask_config(args):
+                return COMMANDS[args.command](args)
+        except DeidBatchError as exc:
+            print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            name = signal.Signals(signum).name
+            print(f"deid-batch {args.command}: interrupted ({name}); {_continue_hint(args, argv)}",
+                  file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover
