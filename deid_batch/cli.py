@@ -44,7 +44,8 @@ exit codes: 0 ok, 1 some files failed (see the manifest), 2 usage or configurati
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="local worker processes (default: number of cores; 0 = run in this process)")
+                   help="local worker processes (default: number of cores; 0 = run in this process; "
+                   "at most 2 per core)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
     g.add_argument("--dask-config", metavar="FILE.yaml",
@@ -105,34 +106,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
     _common(p)
 
-    p = sub.add_parser("strip-private", help="copy files with every private tag removed")
-    p.add_argument("sources", nargs="+", metavar="SRC")
-    p.add_argument("--out", required=True, metavar="OUTDIR")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--manifest", metavar="DIR")
+    p = sub.add_parser("strip-private", help="copy files with every private tag removed",
+                       description="Copy every input into OUTDIR (names from hashes) with every private "
+                       "tag removed and nothing else changed but the file meta, plus a manifest.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (not inside an input)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run (same settings)")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
     _common(p)
 
-    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)")
-    p.add_argument("output", metavar="OUTDIR")
+    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)",
+                       description="Rescan every output for the original identifier values of IDS.parquet "
+                       "and report each hit by file and tag path (never the value); exit 1 on any hit.")
+    p.add_argument("output", metavar="OUTDIR", help="the output folder of an apply run")
     p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
     p.add_argument("--recipe", action="append", metavar="R",
                    help="the recipe the outputs were made with: for a remove-everything recipe, any "
                    "original value outside its KEEP list is a hit (strict); otherwise verify infers "
                    "what was kept on purpose")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
 
-    p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
+                       description="Print one file's header (pixels not read); with --recipe, print the "
+                       "de-identified header instead (a preview key: UIDs differ from a real run) and the "
+                       "recipe's warnings. Runs in this process: no --workers. Prints PHI: use locally.")
+    p.add_argument("file", metavar="FILE", help="a DICOM file")
     p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
     _base_option(p)
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
-    p = sub.add_parser("demo", help="generate a small example archive and run scan + apply on it")
-    p.add_argument("folder", nargs="?", default="deid-batch-demo", help="where to put it (default ./deid-batch-demo)")
-    p.add_argument("--files", type=int, default=200, help="number of files (default 200)")
+    p = sub.add_parser("demo", help="generate a small example archive and run scan + apply on it",
+                       description="Write a synthetic PACS export with fake PHI into FOLDER/archive, scan it, "
+                       "build a mapping and apply deid's docs recipe on top of the default into FOLDER/deid.")
+    p.add_argument("folder", nargs="?", default="deid-batch-demo", metavar="FOLDER",
+                   help="where to put it (default ./deid-batch-demo)")
+    p.add_argument("--files", type=int, default=200, metavar="N", help="number of files (default 200)")
     _common(p)
     return parser
 
@@ -274,7 +286,7 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
     report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
-                       manifest=args.manifest, progress=_progress(args, "strip-private"),
+                       manifest=args.manifest, resume=args.resume, progress=_progress(args, "strip-private"),
                        on_start=_announce(args), collect_outputs=False)
     _print_report(report)
     return report.exit_code
