@@ -185,8 +185,8 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__}); "
                           "give a YAML file of dask settings (see configs/dask-local.yaml)") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--dask-config {path}: holds a YAML {type(data).__name__}, not a mapping of "
-                          "dask settings; see configs/dask-local.yaml")
+        raise ConfigError(f"--dask-config {path}: holds a YAML {type(data).__name__}, not a mapping; "
+                          "give a YAML mapping of dask settings (see configs/dask-local.yaml)")
     if not args.scheduler and args.workers is None and data.get("scheduler-address"):
         args.scheduler = data["scheduler-address"]
     return dask.config.set(_dotted(data))
