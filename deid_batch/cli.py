@@ -404,7 +404,7 @@ def _continue_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
             return "finished partitions are kept; continue with: " + shlex.join(command)
         return "nothing was written yet; run it again: " + shlex.join(command)
     if args.command == "scan":
-        return "nothing was written (scan has no --resume); run it again: " + shlex.join(command)
+        return "nothing was written (a scan starts over); run it again: " + shlex.join(command)
     return "run it again: " + shlex.join(command)
 
 
