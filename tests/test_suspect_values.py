@@ -9,8 +9,8 @@ import io
 import logging
 import shutil
 
-import pyarrow.csv as pacsv
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pydicom
 import pytest
 
