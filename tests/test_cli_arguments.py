@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from deid_batch import replace_identifiers
 from deid_batch.cli import _parser, main
 from deid_batch.synth import generate_archive
 
@@ -291,3 +292,28 @@ def test_json_config_that_is_not_an_object_is_refused_in_the_library(tmp_path):
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match="JSON object"):
         load_config(str(path))
+
+
+def test_the_library_translates_a_wrong_identifiers_file_into_a_config_error(small_archive, tmp_path):
+    from deid_batch.errors import ConfigError
+
+    csv = tmp_path / "mapping.csv"
+    csv.write_text("PatientID,id\nA,1\n")
+    for bad, match in ((csv, "not a Parquet identifiers table"), (tmp_path / "nope.parquet", "does not exist")):
+        with pytest.raises(ConfigError, match=match):
+            replace_identifiers(str(small_archive), ids=str(bad), variables=str(csv),
+                                output_folder=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.manifest").exists()
+
+
+def test_the_library_refuses_negative_workers_and_caps_too_many(caplog):
+    from deid_batch.errors import ConfigError
+    from deid_batch.stages.pipeline import local_workers, open_executor
+
+    with pytest.raises(ConfigError, match="workers=-1"), open_executor(workers=-1):
+        pass
+    cap = 2 * (os.cpu_count() or 1)
+    with caplog.at_level("WARNING", logger="deid_batch"):
+        assert local_workers(cap + 1) == cap
+    assert f"starting {cap}" in caplog.text
+    assert local_workers(cap) == cap and local_workers(0) == 0
