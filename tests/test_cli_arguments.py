@@ -299,7 +299,7 @@ def test_the_library_translates_a_wrong_identifiers_file_into_a_config_error(sma
 
     csv = tmp_path / "mapping.csv"
     csv.write_text("PatientID,id\nA,1\n")
-    for bad, match in ((csv, "not a Parquet identifiers table"), (tmp_path / "nope.parquet", "does not exist")):
+    for bad, match in ((csv, "is not an identifiers table"), (tmp_path / "nope.parquet", "does not exist")):
         with pytest.raises(ConfigError, match=match):
             replace_identifiers(str(small_archive), ids=str(bad), variables=str(csv),
                                 output_folder=str(tmp_path / "out"))
