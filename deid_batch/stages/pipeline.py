@@ -122,14 +122,22 @@ def open_executor(client: Any = None, *, workers: int | None = None,
         cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
                                dashboard_address=":0")
     c = Client(cluster)
+    here = logging.getLogger("distributed")
+    level = here.level
     try:
         yield Executor(c, f"local cluster of {workers} worker processes", c.dashboard_link)
-    except BaseException:
+    except KeyboardInterrupt:
+        # Ctrl-C / SIGTERM: the shutdown cancels running tasks and may have to kill slow workers;
+        # none of that is news to the user (the CLI says how to continue), so it is not logged.
         _quiet_workers(c)
+        here.setLevel(logging.ERROR)
         raise
     finally:
-        c.close()
-        cluster.close()
+        try:
+            c.close()
+            cluster.close()
+        finally:
+            here.setLevel(level)
 
 
 @contextlib.contextmanager
