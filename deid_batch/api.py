@@ -9,10 +9,12 @@ this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +27,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from deid_batch.dicom.writing import TMP_MARKER
-from deid_batch.errors import ConfigError
+from deid_batch.errors import ConfigError, MappingError, RecipeError
+from deid_batch.hygiene import private_file
 from deid_batch.recipe.builtins import DEFAULT_BASE
 from deid_batch.recipe.engine import EngineOptions, private_tags_warning
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
@@ -49,7 +52,13 @@ from deid_batch.stages.mapping import (
     load_mapping,
     mapping_digest,
 )
-from deid_batch.stages.pipeline import Executor, open_executor, partition_size, run_partitions
+from deid_batch.stages.pipeline import (
+    Executor,
+    local_workers,
+    open_executor,
+    partition_size,
+    run_partitions,
+)
 from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
 
 __all__ = [
@@ -96,8 +105,11 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None) -> De
                 data = json.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {name} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {name} is not valid JSON (line {exc.lineno})") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {name} cannot be read ({exc.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise ConfigError(f"config file {name} is not valid JSON{where}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {name} must hold a JSON object with 'get'/'put' keys")
     get = data.get("get", {}) or {}
@@ -141,7 +153,10 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     """Scan ``paths``; return (identifiers, errors). With ``parquet_path`` the identifiers are
     streamed to Parquet in input order and the returned table keeps only the key columns."""
     size = partition_size(len(paths), size)
-    writer = pq.ParquetWriter(parquet_path + ".tmp", IDENTIFIERS) if parquet_path else None
+    writer = None
+    if parquet_path:  # PHI: readable by the owner only
+        private_file(f"{parquet_path}.tmp")
+        writer = pq.ParquetWriter(f"{parquet_path}.tmp", IDENTIFIERS)
     kept: list[pa.RecordBatch] = []
     errs: list[pa.RecordBatch] = []
     pending: dict[int, pa.RecordBatch] = {}
@@ -176,8 +191,10 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     schema = IDENTIFIERS if keep_fields and writer is None else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
     table = pa.Table.from_batches(kept, schema=schema)
     errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
-    if errors_path:
-        pq.write_table(errors_table, errors_path)
+    if errors_path:  # source paths (often foldered by patient name): private too
+        private_file(errors_path + ".tmp")
+        pq.write_table(errors_table, errors_path + ".tmp")
+        os.replace(errors_path + ".tmp", errors_path)
     return table, errors_table
 
 
@@ -291,9 +308,37 @@ def _read_ids(path: str) -> pa.Table:
                           f"{path}`, or leave out --ids")
     try:
         return pq.read_table(path, columns=["source", "entity_id", "item_id"])
-    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"identifiers table {path} cannot be read ({exc.strerror}); give a readable "
+                          "file written by `deid-batch scan`") from None
+    except (pa.ArrowException, KeyError) as exc:
         raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` "
                           f"({type(exc).__name__}); a mapping goes to --vars, identifiers to --ids") from None
+
+
+def _undo_on_refusal(output_folder: str, manifest_dir: str) -> Any:
+    """Remove the folders this run created if it is refused (a usage error) before writing
+    any output: a refused run leaves nothing behind. Existing folders are never touched."""
+    new = [f for f in (output_folder, manifest_dir) if not os.path.lexists(f)]
+
+    @contextlib.contextmanager
+    def undo() -> Any:
+        try:
+            yield
+        except (ConfigError, MappingError, RecipeError):
+            for folder in new:
+                if os.path.isdir(folder) and not _holds_outputs(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return undo()
+
+
+def _holds_outputs(folder: str) -> bool:
+    """True if ``folder`` holds a DICOM output or a manifest part (something a run finished)."""
+    for _root, _dirs, names in os.walk(folder):
+        if any(n.endswith(".dcm") or n.startswith("part-") for n in names):
+            return True
+    return False
 
 
 def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
@@ -426,6 +471,15 @@ def _open_manifest(manifest_dir: str, fingerprint: dict[str, Any], resume: bool,
     return store
 
 
+def _count_shared_uids(store: ManifestStore, report: ApplyReport) -> None:
+    """Outputs of the run that end with the same SOPInstanceUID: counted in the summary, warned."""
+    report.summary.shared_uids, report.summary.shared_uid_outputs = store.shared_uids()
+    if report.summary.shared_uids:
+        logger.warning("%d outputs share %d SOPInstanceUIDs (two files should never share one); "
+                       "see the sop_instance_uid column of the manifest",
+                       report.summary.shared_uid_outputs, report.summary.shared_uids)
+
+
 def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: Any = None,
               variables: Any = None,
               output_folder: str | None = None, overwrite: bool = False, remove_private: bool = True,
@@ -456,68 +510,71 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             _check_ids_cover(paths, keys_table, _ids_name(ids))
     manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
     _check_manifest_location(files, output_folder, manifest_dir)
-    key, new_key = keys_mod.resolve_key(manifest_dir, key_file)
-    if not resume:
-        _check_outdir_key(paths, output_folder, manifest_dir, key)
-    default_options = EngineOptions()
-    options = EngineOptions(
-        remove_private=remove_private, uid_key=key,
-        skip=cfg.skip if config is not None else default_options.skip,
-        put_actions=cfg.put_actions if cfg.put_actions is not None else default_options.put_actions,
-    )
-    all_functions = {**id_functions, **dict(functions or {})}
+    workers = local_workers(workers)
     size = partition_size(len(paths), partition)
-    fingerprint = {
-        "recipe": parsed.digest, "mapping": mapping_digest(mapping), "sources": _sources_digest(paths),
-        "output_folder": output_folder, "overwrite": overwrite, "remove_private": remove_private,
-        "entity_id": entity, "item_id": item, "skip": list(options.skip),
-        "put_actions": [f"{a.action} {a.field} {a.value or ''}".strip() for a in options.put_actions],
-        "functions": sorted(all_functions), "partition_size": size,
-        "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
-        "run_stamp": time.time_ns() // 1_000 * 1_000,
-    }
-    store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
-    done_parts = store.done
-    if resume and os.path.isdir(output_folder):
-        stale = _clean_stale_tmp(output_folder)
-        if stale:
-            logger.info("removed %d partial temporary files left by the interrupted run", stale)
-    os.makedirs(output_folder, exist_ok=True)
-    report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
-    if not remove_private:
-        logger.warning(private_tags_warning())
-        report.messages.append(private_tags_warning())
-    with open_executor(client, workers=workers, scheduler=scheduler) as ex:
-        if on_start is not None:
-            on_start(ex)
-        rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
-                                        ids_name=_ids_name(ids))
-        items = list(zip(paths, rows_vars))
-        apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
-                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
-                                   has_mapping=mapping is not None)
-        total, done = len(items), 0
-        for i in sorted(done_parts):
-            part = store.read_part(i)
-            report.summary.add(part)
-            done += part.num_rows
-        if done_parts:
-            logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
-        _notify(progress, done, total)
-
-        for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
-                                          skip=frozenset(done_parts), on_lost=_lost_partition,
-                                          combine=pa.concat_batches):
-            store.write_part(i, batch)
-            report.summary.add(batch)
-            for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
-                if status == Status.EXISTS.value:
-                    logger.error("%s already exists, overwrite set to False. Not writing.", out)
-            done += n
+    with _undo_on_refusal(output_folder, manifest_dir):
+        key, new_key = keys_mod.resolve_key(manifest_dir, key_file)
+        if not resume:
+            _check_outdir_key(paths, output_folder, manifest_dir, key)
+        default_options = EngineOptions()
+        options = EngineOptions(
+            remove_private=remove_private, uid_key=key,
+            skip=cfg.skip if config is not None else default_options.skip,
+            put_actions=cfg.put_actions if cfg.put_actions is not None else default_options.put_actions,
+        )
+        all_functions = {**id_functions, **dict(functions or {})}
+        fingerprint = {
+            "recipe": parsed.digest, "mapping": mapping_digest(mapping), "sources": _sources_digest(paths),
+            "output_folder": output_folder, "overwrite": overwrite, "remove_private": remove_private,
+            "entity_id": entity, "item_id": item, "skip": list(options.skip),
+            "put_actions": [f"{a.action} {a.field} {a.value or ''}".strip() for a in options.put_actions],
+            "functions": sorted(all_functions), "partition_size": size,
+            "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
+            "run_stamp": time.time_ns() // 1_000 * 1_000,
+        }
+        store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
+        done_parts = store.done
+        if resume and os.path.isdir(output_folder):
+            stale = _clean_stale_tmp(output_folder)
+            if stale:
+                logger.info("removed %d partial temporary files left by the interrupted run", stale)
+        os.makedirs(output_folder, exist_ok=True)
+        report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
+        if not remove_private:
+            logger.warning(private_tags_warning())
+            report.messages.append(private_tags_warning())
+        with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+            if on_start is not None:
+                on_start(ex)
+            rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
+                                            ids_name=_ids_name(ids))
+            items = list(zip(paths, rows_vars))
+            apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
+                                       tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
+                                       has_mapping=mapping is not None)
+            total, done = len(items), 0
+            for i in sorted(done_parts):
+                part = store.read_part(i)
+                report.summary.add(part)
+                done += part.num_rows
+            if done_parts:
+                logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
             _notify(progress, done, total)
-    if collect_outputs:
-        table = store.read().select(["output", "partition"]).sort_by([("partition", "ascending")])
-        report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
+
+            for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
+                                              skip=frozenset(done_parts), on_lost=_lost_partition,
+                                              combine=pa.concat_batches):
+                store.write_part(i, batch)
+                report.summary.add(batch)
+                for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
+                    if status == Status.EXISTS.value:
+                        logger.error("%s already exists, overwrite set to False. Not writing.", out)
+                done += n
+                _notify(progress, done, total)
+        _count_shared_uids(store, report)
+        if collect_outputs:
+            table = store.read().select(["output", "partition"]).sort_by([("partition", "ascending")])
+            report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
     return report
 
 

@@ -8,11 +8,14 @@ handlers or exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from deid_batch import __version__
@@ -41,7 +44,8 @@ exit codes: 0 ok, 1 some files failed (see the manifest), 2 usage or configurati
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="local worker processes (default: number of cores; 0 = run in this process)")
+                   help="local worker processes (default: number of cores; 0 = run in this process; "
+                   "at most 2 per core)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
     g.add_argument("--dask-config", metavar="FILE.yaml",
@@ -102,41 +106,52 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
     _common(p)
 
-    p = sub.add_parser("strip-private", help="copy files with every private tag removed")
-    p.add_argument("sources", nargs="+", metavar="SRC")
-    p.add_argument("--out", required=True, metavar="OUTDIR")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--manifest", metavar="DIR")
+    p = sub.add_parser("strip-private", help="copy files with every private tag removed",
+                       description="Copy every input into OUTDIR (names from hashes) with every private "
+                       "tag removed and nothing else changed but the file meta, plus a manifest.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (not inside an input)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run (same settings)")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
     _common(p)
 
-    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)")
-    p.add_argument("output", metavar="OUTDIR")
+    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)",
+                       description="Rescan every output for the original identifier values of IDS.parquet "
+                       "and report each hit by file and tag path (never the value); exit 1 on any hit.")
+    p.add_argument("output", metavar="OUTDIR", help="the output folder of an apply run")
     p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
     p.add_argument("--recipe", action="append", metavar="R",
                    help="the recipe the outputs were made with: for a remove-everything recipe, any "
                    "original value outside its KEEP list is a hit (strict); otherwise verify infers "
                    "what was kept on purpose")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
 
-    p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
+                       description="Print one file's header (pixels not read); with --recipe, print the "
+                       "de-identified header instead (a preview key: UIDs differ from a real run) and the "
+                       "recipe's warnings. Runs in this process: no --workers. Prints PHI: use locally.")
+    p.add_argument("file", metavar="FILE", help="a DICOM file")
     p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
     _base_option(p)
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
     p = sub.add_parser("recipes", help="list the built-in recipes, or print one",
                        description="Without NAME: one line per built-in recipe. With NAME: its text "
                        "(copy it to edit it).")
     p.add_argument("name", nargs="?", metavar="NAME", help="a built-in recipe name")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
-    p = sub.add_parser("demo", help="generate a small example archive and run scan + apply on it")
-    p.add_argument("folder", nargs="?", default="deid-batch-demo", help="where to put it (default ./deid-batch-demo)")
-    p.add_argument("--files", type=int, default=200, help="number of files (default 200)")
+    p = sub.add_parser("demo", help="generate a small example archive and run scan + apply on it",
+                       description="Write a synthetic PACS export with fake PHI into FOLDER/archive, scan it, "
+                       "build a mapping and apply deid's docs recipe on top of the default into FOLDER/deid.")
+    p.add_argument("folder", nargs="?", default="deid-batch-demo", metavar="FOLDER",
+                   help="where to put it (default ./deid-batch-demo)")
+    p.add_argument("--files", type=int, default=200, metavar="N", help="number of files (default 200)")
     _common(p)
     return parser
 
@@ -162,8 +177,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _load_dask_config(args: argparse.Namespace) -> Any:
     """A context in which the ``--dask-config`` settings apply (nothing when not given)."""
-    import contextlib
-
     path = getattr(args, "dask_config", None)
     if not path:
         return contextlib.nullcontext()
@@ -176,7 +189,11 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__})") from None
+        raise ConfigError(f"--dask-config {path}: cannot read it as YAML ({type(exc).__name__}); "
+                          "give a YAML file of dask settings (see configs/dask-local.yaml)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--dask-config {path}: holds a YAML {type(data).__name__}, not a mapping; "
+                          "give a YAML mapping of dask settings (see configs/dask-local.yaml)")
     if not args.scheduler and args.workers is None and data.get("scheduler-address"):
         args.scheduler = data["scheduler-address"]
     return dask.config.set(_dotted(data))
@@ -194,9 +211,12 @@ def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _workers(args: argparse.Namespace) -> int | None:
+    """Local worker processes: the cores by default; capped at a few per core (a warning)."""
+    from deid_batch.stages.pipeline import local_workers
+
     if args.scheduler:
         return None
-    return os.cpu_count() or 1 if args.workers is None else args.workers
+    return local_workers(os.cpu_count() or 1 if args.workers is None else args.workers)
 
 
 def _progress(args: argparse.Namespace, label: str) -> Any:
@@ -273,7 +293,7 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
     report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
-                       manifest=args.manifest, progress=_progress(args, "strip-private"),
+                       manifest=args.manifest, resume=args.resume, progress=_progress(args, "strip-private"),
                        on_start=_announce(args), collect_outputs=False)
     _print_report(report)
     return report.exit_code
@@ -299,9 +319,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from deid_batch.dicom.reading import read_dataset
+    from deid_batch.errors import ConfigError, DatasetError
     from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 
-    ds = read_dataset(args.file, stop_before_pixels=True)
+    try:
+        ds = read_dataset(args.file, stop_before_pixels=True)
+    except DatasetError as exc:
+        raise ConfigError(f"FILE {args.file}: not a readable DICOM file ({exc.reason}: {exc}); "
+                          "give a DICOM file") from None
     print(f"# {args.file}")
     print(ds if not args.recipe else "")
     if args.recipe:
@@ -346,19 +371,87 @@ COMMANDS = {"scan": _cmd_scan, "apply": _cmd_apply, "strip-private": _cmd_strip,
             "inspect": _cmd_inspect, "demo": _cmd_demo, "recipes": _cmd_recipes}
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Validate every option before anything starts or is written (:mod:`deid_batch.arguments`)."""
+    from deid_batch import arguments
+
+    arguments.check_execution(args)
+    arguments.check_inputs(args)
+    arguments.check_outputs(args)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`_Interrupted` (so partial files are cleaned up and the
+    cluster is closed); a second signal during the shutdown exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits = []
+
+    def handler(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        if len(hits) > 1:
+            os._exit(128 + signum)
+        raise _Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup / background jobs keep ignoring
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _continue_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """The exact command that continues the interrupted work."""
+    import shlex
+
+    from deid_batch.stages.manifest import RUN_FILE, default_manifest_dir
+
+    command = ["deid-batch", *argv]
+    if args.command in ("apply", "strip-private"):
+        manifest = args.manifest or default_manifest_dir(args.out)
+        if os.path.exists(os.path.join(manifest, RUN_FILE)):
+            if not args.resume:
+                command.append("--resume")
+            return "finished partitions are kept; continue with: " + shlex.join(command)
+        return "nothing was written yet; run it again: " + shlex.join(command)
+    if args.command == "scan":
+        return "nothing was written (a scan starts over); run it again: " + shlex.join(command)
+    return "run it again: " + shlex.join(command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``deid-batch`` and ``python -m deid_batch``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     _setup_logging(args)
-    try:
-        with _load_dask_config(args):
-            return COMMANDS[args.command](args)
-    except DeidBatchError as exc:
-        print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finish the run with --resume", file=sys.stderr)
-        return 130
+    with _signals_interrupt():
+        try:
+            _check(args)
+            with _load_dask_config(args):
+                return COMMANDS[args.command](args)
+        except DeidBatchError as exc:
+            print(f"deid-batch {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            name = signal.Signals(signum).name
+            print(f"deid-batch {args.command}: interrupted ({name}); {_continue_hint(args, argv)}",
+                  file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

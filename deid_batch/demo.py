@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deid_batch.api import run_apply, run_scan
+from deid_batch.hygiene import private_file
 from deid_batch.progress import ProgressBar
 from deid_batch.stages.discover import discover
 from deid_batch.stages.pipeline import open_executor
@@ -60,6 +61,7 @@ def run_demo(folder: str, *, n_files: int = 200, workers: int | None = None,
             "source_id": [f"2.25.{1000 + i}" for i in range(keys.num_rows)],
         })
         mapping_path = os.path.join(folder, "mapping.csv")
+        private_file(mapping_path)  # the mapping links pseudonyms to patients: owner only
         pacsv.write_csv(mapping, mapping_path)
         recipe_path = os.path.join(folder, "deid.recipe")
         with open(recipe_path, "w", encoding="utf-8") as fh:

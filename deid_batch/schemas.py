@@ -83,5 +83,8 @@ MANIFEST = pa.schema(
         pa.field("partition", pa.int32(), nullable=False),
         # True/False: the file had a row in the variable mapping or not; null: the run had no mapping
         pa.field("mapped", pa.bool_()),
+        # the output's SOPInstanceUID (null when not written or absent): outputs that share one
+        # are reported at the end of the run (a recipe such as deid's docs example can collide)
+        pa.field("sop_instance_uid", pa.string()),
     ]
 )

@@ -44,6 +44,7 @@ __all__ = [
     "Study",
     "generate_archive",
     "iter_layout",
+    "main",
     "make_dataset",
     "phi_values",
 ]
@@ -542,3 +543,34 @@ def phi_values(source: str | Path | Dataset) -> frozenset[str]:
 
     walk(ds)
     return frozenset(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deid_batch.synth FOLDER [--files N] [--seed S] [--pixels MODE] [--patients N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m deid_batch.synth",
+        description="Write a deterministic synthetic PACS export (fake PHI, nested "
+        "patient/study/series folders) for trying deid-batch, tests and benchmarks.")
+    parser.add_argument("folder", metavar="FOLDER", help="where to write the archive (created)")
+    parser.add_argument("--files", type=int, default=200, metavar="N", help="number of files (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
+    parser.add_argument("--pixels", choices=sorted(PIXEL_MODES), default="small",
+                        help="pixel data size: small (16x16) or ct (512x512); default small")
+    parser.add_argument("--patients", type=int, metavar="N", help="number of patients (default ~1 per 60 files)")
+    args = parser.parse_args(argv)
+    if args.files < 1:
+        parser.error(f"--files {args.files}: must be at least 1")
+    if args.patients is not None and args.patients < 1:
+        parser.error(f"--patients {args.patients}: must be at least 1")
+    root = Path(args.folder)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        parser.error(f"FOLDER {args.folder}: exists and is not an empty folder; give a new folder")
+    paths = generate_archive(root, args.files, seed=args.seed, pixels=args.pixels, patients=args.patients)
+    print(f"wrote {len(paths)} synthetic DICOM files under {root}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -59,7 +59,7 @@ def test_killing_a_worker_mid_run_loses_no_file(tmp_path: Path) -> None:
     key.write_bytes(KEY_HEX)
     recipe = tmp_path / "deid.slow"
     recipe.write_text(SLOW_RECIPE.replace("REPLACE PatientName func:slow", "ADD PatientName x"))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         pids = client.run(os.getpid)
         result: dict[str, Any] = {}
@@ -257,7 +257,7 @@ def test_a_file_that_kills_every_worker_is_accounted_and_the_run_completes(tmp_p
     os.environ["DEID_BATCH_TEST_POISON"] = "1"  # inherited by the worker processes started below
     try:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
             report = run_apply(tmp_path / "in", recipe=str(recipe), output_folder=str(tmp_path / "out"),
                                client=client, partition=4, functions={"poison": poison})
     finally:

@@ -35,11 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
-from pydicom.datadict import DicomDictionary, keyword_dict  # type: ignore[attr-defined]
+from pydicom import config as pydicom_config
+from pydicom.datadict import (  # type: ignore[attr-defined]
+    DicomDictionary,
+    keyword_dict,
+    keyword_for_tag,
+)
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import validate_value
 
 from deid_batch.errors import DatasetError, RecipeError
 from deid_batch.recipe.builtins import DEFAULT_BASE
@@ -176,6 +182,19 @@ def convert_value(vr: str, value: str) -> Any:
         except (TypeError, ValueError):
             return None
     return value
+
+
+def invalid_for_vr(vr: str, value: Any) -> bool:
+    """True if ``value`` (text) is not valid for ``vr``: pydicom writes it anyway, as deid does,
+    with a warning that we silence (it quotes the value), so the engine warns instead."""
+    if not isinstance(value, str) or not value or vr in ("SQ", "UN", "OB", "OW", "OF", "OD", "OL", "OV"):
+        return False
+    try:
+        for part in value.split("\\"):
+            validate_value(vr, part, pydicom_config.RAISE)
+    except (ValueError, TypeError):
+        return True
+    return False
 
 
 class _Run:
@@ -528,8 +547,16 @@ class _Run:
         if current is not None:
             current.element.value = value
 
+    def warn_invalid(self, action: RecipeAction, invalid: dict[str, str]) -> None:
+        """One warning naming the elements that received a value invalid for their VR."""
+        if invalid:
+            names = ", ".join(f"{name} ({vr})" for name, vr in invalid.items())
+            self.warn(action, f"the value written into {names} is not valid for its VR; written "
+                      "as deid does (some DICOM readers may refuse the file)")
+
     def replace_all(self, action: RecipeAction, matches: list[DicomField]) -> None:
         missing = None
+        invalid: dict[str, str] = {}
         for fld in matches:
             value = self.resolve(action.value or "", fld)
             if isinstance(value, _Missing):
@@ -540,7 +567,11 @@ class _Run:
                     self.warn(action, f"the value is not valid for VR {fld.element.VR}; "
                               "element left unchanged (as deid does)")
             else:
+                vr = fld.element.VR
+                if invalid_for_vr(vr, value):
+                    invalid[fld.element.keyword or str(fld.tag)] = vr
                 self.set_value(fld, value)
+        self.warn_invalid(action, invalid)
         if missing is not None:
             self.warn(action, f"{missing.what} not provided; matched element(s) removed as a "
                       "precaution")
@@ -598,8 +629,12 @@ class _Run:
             return
         current = self.index.fields.get(uid)
         if current is not None:
+            if invalid_for_vr(current.element.VR, value):
+                self.warn_invalid(action, {current.element.keyword or uid: current.element.VR})
             current.element.value = value
             return
+        if invalid_for_vr(vr, value):
+            self.warn_invalid(action, {keyword_for_tag(tag) or uid: vr})
         if isinstance(value, str) and not _VALUE_RE.search(action.value or ""):
             if vr in (*_FLOAT_VRS, *_INT_VRS, *_BYTES_VRS):
                 converted = convert_value(vr, value)

@@ -52,9 +52,14 @@ class ApplyConfig:
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
-         warnings: Sequence[str], partition: int) -> dict[str, Any]:
+         warnings: Sequence[str], partition: int, uid: str | None = None) -> dict[str, Any]:
     return {"source": source, "output": output, "status": status.value, "reason": reason,
-            "warnings": list(warnings), "partition": partition}
+            "warnings": list(warnings), "partition": partition, "sop_instance_uid": uid}
+
+
+def _sop_instance_uid(ds: Any) -> str | None:
+    value = ds.get("SOPInstanceUID")
+    return str(value) if value not in (None, "") else None
 
 
 def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
@@ -94,10 +99,11 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     except OSError as exc:
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)
+    uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition)
-    return _row(source, out, Status.WRITTEN, None, warnings, partition)
+    return _row(source, out, Status.WRITTEN, None, warnings, partition, uid)
 
 
 def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) -> pa.RecordBatch:

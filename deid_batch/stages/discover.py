@@ -12,6 +12,8 @@ Runs on the client, no dask. Takes a path or an iterable of paths; returns absol
   names sorted (its files, then its sub-folders). Each entry is listed once: a file given twice,
   a folder given twice, a folder inside another given folder, or a folder reached through a
   symlinked source path is walked once (folders are keyed by device and inode).
+* A folder source that holds no file at all is logged as a warning (a mistyped or unmounted
+  path often looks like that); the run goes on with the other sources.
 * Memory: the result is a plain ``list[str]``: 57 bytes + the path length per entry (measured with
   tracemalloc; ~160 MB for a million 100-character paths); the visited-folder set costs ~100 bytes
   per folder; one folder's entries are held at a time while sorting. Time: 100,000 entries in
@@ -23,6 +25,7 @@ input inside the output folder (symlinks resolved), before anything is read or w
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +35,8 @@ from deid_batch.errors import ConfigError
 __all__ = ["check_output_location", "discover"]
 
 Source = str | os.PathLike[str]
+
+logger = logging.getLogger(__name__)
 
 
 def _as_list(sources: Source | Iterable[Source]) -> list[str]:
@@ -82,7 +87,10 @@ def discover(sources: Source | Iterable[Source]) -> list[str]:
     out: list[str] = []
     for source in given:
         if os.path.isdir(source):  # a folder given by the user is descended, even via a symlink
+            before, seen = len(out), len(visited)
             _walk(source, out, visited, explicit, listed)
+            if len(out) == before and len(visited) > seen:  # walked (not a repeat) and empty
+                logger.warning("input folder %s holds no files; check the path", source)
             continue
         key = _key(source)
         if key is None or key not in listed:

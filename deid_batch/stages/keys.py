@@ -15,6 +15,7 @@ import os
 import secrets
 
 from deid_batch.errors import ConfigError
+from deid_batch.hygiene import private_folder
 
 __all__ = ["ENV_VAR", "KEY_FILE_NAME", "key_fingerprint", "resolve_key", "store_key"]
 
@@ -57,7 +58,7 @@ def resolve_key(manifest_dir: str, key_file: str | None = None) -> tuple[bytes, 
 
 def store_key(manifest_dir: str, key: bytes) -> None:
     """Keep a generated key in the manifest folder (mode 0600; the folder 0700)."""
-    os.makedirs(manifest_dir, mode=0o700, exist_ok=True)
+    private_folder(manifest_dir)
     stored = os.path.join(manifest_dir, KEY_FILE_NAME)
     fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:

@@ -1,7 +1,8 @@
 """Manifest stage (client): record one row per input file, incrementally, and summarise.
 
 The manifest is a folder (by default ``OUTDIR.manifest`` beside the output) holding a Parquet
-dataset readable with ``pyarrow.dataset.dataset(folder)``: one ``part-NNNNNN.parquet`` file per
+dataset readable with ``pyarrow.dataset.dataset(folder)`` (the folder is created 0700 and its
+files 0600: it is a linkage file): one ``part-NNNNNN.parquet`` file per
 finished partition, written atomically as partitions finish, so a crash loses at most the partitions
 in flight. Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
 ``_run.json`` (the run fingerprint that ``--resume`` checks, with the recipe stack), ``_recipe.json``
@@ -21,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from deid_batch.errors import ConfigError, ResumeMismatchError
+from deid_batch.hygiene import private_file, private_folder
 from deid_batch.schemas import MANIFEST, Status
 
 __all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
@@ -60,6 +63,8 @@ class Summary:
     unmapped: int = 0
     unused_rows: int = 0
     not_in_ids: int = 0
+    shared_uids: int = 0  # SOPInstanceUIDs that more than one output of the run ends with
+    shared_uid_outputs: int = 0  # outputs that end with such a SOPInstanceUID
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         self.total += batch.num_rows
@@ -91,6 +96,9 @@ class Summary:
         if self.warnings:
             out.append(f"  warnings: {self.warnings} on {self.files_with_warnings} files "
                        "(see the manifest's warnings column)")
+        if self.shared_uids:
+            out.append(f"  same SOPInstanceUID: {self.shared_uid_outputs} outputs share {self.shared_uids} "
+                       "UIDs (see the manifest's sop_instance_uid column; check the recipe's new UIDs)")
         return out
 
 
@@ -104,13 +112,17 @@ class ManifestStore:
         #: partitions already done (filled by the caller from :meth:`prepare`)
         self.done: set[int] = set()
 
+    def check_resumable(self) -> None:
+        """Refuse ``--resume`` (creating nothing) when the folder holds no earlier run."""
+        if not os.path.exists(os.path.join(self.folder, RUN_FILE)):
+            raise ConfigError(f"--resume: {self.folder} holds no earlier run to resume; "
+                              "run without --resume to start one")
+
     def prepare(self, fingerprint: Mapping[str, Any], *, resume: bool) -> set[int]:
-        """Create or check the folder; return the partitions already done (resume)."""
+        """Create (0700) or check the folder; return the partitions already done (resume)."""
         run_file = os.path.join(self.folder, RUN_FILE)
         if resume:
-            if not os.path.exists(run_file):
-                raise ConfigError(f"--resume: {self.folder} holds no earlier run to resume; "
-                                  "run without --resume to start one")
+            self.check_resumable()
             parts = self.completed_partitions()
             with open(run_file, encoding="utf-8") as fh:
                 before = json.load(fh)
@@ -127,13 +139,14 @@ class ManifestStore:
             if retry:
                 logger.info("--resume: %d partitions with worker-lost files are run again", len(retry))
             return parts - retry
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        private_folder(self.folder)
         parts = self.completed_partitions()
         if parts:
             logger.info("replacing the manifest of an earlier run in %s", self.folder)
             for partition in parts:
                 os.unlink(self.part_path(partition))
         tmp = run_file + ".tmp"
+        private_file(tmp)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(dict(fingerprint), fh, indent=1, sort_keys=True)
         os.replace(tmp, run_file)
@@ -144,6 +157,7 @@ class ManifestStore:
         """Write a ``_name.json`` file of the run (atomically)."""
         path = os.path.join(self.folder, name)
         tmp = path + ".tmp"
+        private_file(tmp)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(dict(data), fh, indent=1, sort_keys=True)
         os.replace(tmp, path)
@@ -170,6 +184,7 @@ class ManifestStore:
     def write_part(self, partition: int, batch: pa.RecordBatch) -> None:
         path = self.part_path(partition)
         tmp = os.path.join(self.folder, f"_part-{partition:06d}.tmp")
+        private_file(tmp)
         pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST), tmp)
         os.replace(tmp, path)
 
@@ -178,3 +193,12 @@ class ManifestStore:
 
     def read(self) -> pa.Table:
         return read_manifest(self.folder)
+
+    def shared_uids(self) -> tuple[int, int]:
+        """(SOPInstanceUIDs written by more than one output, outputs ending with one of them)."""
+        table = pads.dataset(self.folder, format="parquet", schema=MANIFEST).to_table(
+            columns=["sop_instance_uid"], filter=pc.field("status") == Status.WRITTEN.value)
+        counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
+        counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),
+                                       pc.is_valid(counts["sop_instance_uid"])))
+        return counts.num_rows, int(pc.sum(counts["count_all"]).as_py() or 0)
