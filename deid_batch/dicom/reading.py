@@ -354,6 +354,7 @@ def _parse(
         raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs, "
                     "not a data set of standard elements)")
     _check_meta_length(meta, path, size, len(ds))
+    _check_not_only_charset(meta, ds, path)
     _check_values(meta, path)
     _check_values(ds, path)
     if _raw_uid(meta, 0x00020010) == _DEFLATED:
@@ -389,6 +390,14 @@ def _check_meta_length(meta: Dataset, path: str, size: int, n_elements: int) -> 
             raise _fail(Reason.TRUNCATED, path, "file ends inside the file meta information")
     if n_elements == 0:
         raise _fail(Reason.TRUNCATED, path, "file ends after the file meta information: no data set")
+
+
+def _check_not_only_charset(meta: Dataset, ds: Dataset, path: str) -> None:
+    """pydicom converts SpecificCharacterSet while reading, so a value cut short there escapes
+    :func:`_check_values`; a data set of nothing but it (and group lengths) after a file meta is
+    such a cut (the character set comes first)."""
+    if len(meta) and all(int(t) == 0x00080005 or int(t) & 0xFFFF == 0 for t in ds.keys()):
+        raise _fail(Reason.TRUNCATED, path, "file ends at the start of the data set")
 
 
 def _finish_deflated(f: IO[bytes], path: str, ds: FileDataset, stop_before_pixels: bool,
