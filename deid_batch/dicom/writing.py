@@ -33,7 +33,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
+from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -154,14 +154,14 @@ def _tag_text(tag: int) -> str:
 def _first_unencodable(ds: Dataset, implicit: bool, little: bool, prefix: str) -> str | None:
     for tag in ds.keys():
         try:
-            elem = ds[tag]
+            elem = correct_ambiguous_vr_element(ds[tag], ds, little)
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = implicit, little
             write_data_element(fp, elem, ds._character_set)
         except Exception:  # noqa: BLE001 - any failure marks this element; no message (values)
             elem = ds.get_item(tag)
             where = prefix + _tag_text(int(tag))
-            if getattr(elem, "VR", None) == "SQ" and isinstance(getattr(elem, "value", None), list):
+            if getattr(elem, "VR", None) == "SQ" and elem.value is not None:
                 for i, item in enumerate(elem.value):
                     inner = _first_unencodable(item, implicit, little, f"{where}[{i}].")
                     if inner is not None:
