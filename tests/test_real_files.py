@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import random
-import struct
 import zipfile
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRBigEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRBigEndian, MRImageStorage
 
 from deid_batch.api import read_manifest, run_apply, run_scan
 from deid_batch.dicom.reading import NO_PIXEL_DATA_MESSAGE, is_image_storage, read_dataset

@@ -38,6 +38,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    UID,
     SecondaryCaptureImageStorage,
 )
 
@@ -105,10 +106,10 @@ def _rebuild_file_meta(ds: Dataset, sop_class: str | None, instance_seed: str) -
     if klass is None:
         has_pixels = any(k in ds for k in _PIXEL_KEYWORDS)
         klass = SecondaryCaptureImageStorage if has_pixels else RAW_DATA_STORAGE
-    meta.MediaStorageSOPClassUID = klass
-    meta.MediaStorageSOPInstanceUID = _uid_text(ds, "SOPInstanceUID") or _seed_uid(instance_seed)
-    meta.TransferSyntaxUID = _transfer_syntax(ds, old)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(klass)
+    meta.MediaStorageSOPInstanceUID = UID(_uid_text(ds, "SOPInstanceUID") or _seed_uid(instance_seed))
+    meta.TransferSyntaxUID = UID(_transfer_syntax(ds, old))
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     for tag in old.keys():
         if int(tag) not in _REBUILT:

@@ -4,8 +4,8 @@ Takes a partition of input paths and a frozen :class:`ScanConfig`; returns two r
 one row per readable file in :data:`~deid_batch.schemas.IDENTIFIERS` and one row per unreadable
 file in :data:`~deid_batch.schemas.SCAN_ERRORS`. A file apply can write (with
 ``write_no_pixel_data`` for an image storage object without pixel data: its headers are readable)
-has an identifiers row; every other file has an error row with the reason apply gives. Headers only: files are parsed with
-``stop_before_pixels`` and bulk data (the config's skip list) is left out. Nested sequence
+has an identifiers row; every other file has an error row with the reason apply gives. Headers
+only: files are parsed with ``stop_before_pixels`` and bulk data (the config's skip list) is left out. Nested sequence
 elements are flattened under readable paths such as ``RequestAttributesSequence[0].AccessionNumber``;
 private elements are named by tag, ``(0029,1010)``.
 
