@@ -135,7 +135,7 @@ def junk_files(folder: Path) -> list[Path]:
 def test_big_endian_without_meta_is_written_big_endian_with_the_same_elements_and_pixels(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     src = big_endian_without_meta(tmp_path / "in" / "be.dcm")
-    report = run_apply([str(src)], recipe=KEEP_HEADERS, output_folder=str(tmp_path / "out"),
+    report = run_apply([str(src)], recipe=KEEP_HEADERS, base="none", output_folder=str(tmp_path / "out"),
                        remove_private=False)
     row = _rows(report)[str(src)]
     assert row["status"] == "written", row["reason"]
@@ -186,7 +186,8 @@ def _inputs_with_and_without_meta(folder: Path) -> list[Path]:
 @pytest.mark.parametrize("recipe", [None, "dicom", KEEP_HEADERS])
 def test_every_output_is_a_conformant_part10_file_with_our_implementation_uid(tmp_path: Path, recipe) -> None:
     paths = _inputs_with_and_without_meta(tmp_path / "in")
-    report = run_apply([str(tmp_path / "in")], recipe=recipe, output_folder=str(tmp_path / "out"))
+    report = run_apply([str(tmp_path / "in")], recipe=recipe, output_folder=str(tmp_path / "out"),
+                       **({"base": "none"} if recipe is KEEP_HEADERS else {}))
     rows = _rows(report)
     assert {r["status"] for r in rows.values()} == {"written"}, {k: r["reason"] for k, r in rows.items()}
     assert len(rows) == len(paths)
@@ -219,15 +220,15 @@ def test_every_output_is_a_conformant_part10_file_with_our_implementation_uid(tm
 def test_a_bare_dataset_output_gets_a_derived_instance_uid_and_a_declared_class(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     src = bare_dataset(tmp_path / "in" / "bare.dcm")
-    first = run_apply([str(src)], recipe=KEEP_HEADERS, output_folder=str(tmp_path / "out"))
-    again = run_apply([str(src)], recipe=KEEP_HEADERS, output_folder=str(tmp_path / "out2"),
+    first = run_apply([str(src)], recipe=KEEP_HEADERS, base="none", output_folder=str(tmp_path / "out"))
+    again = run_apply([str(src)], recipe=KEEP_HEADERS, base="none", output_folder=str(tmp_path / "out2"),
                       key_file=None, manifest=str(tmp_path / "m2"))
     out = pydicom.dcmread(_rows(first)[str(src)]["output"])
     assert out.file_meta.MediaStorageSOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
     assert out.file_meta.MediaStorageSOPInstanceUID.startswith("2.25.")
     assert "SOPInstanceUID" not in out and "SOPClassUID" not in out  # the data set is not altered
     # deterministic per output name (keyed): the same run key gives the same UID
-    rerun = run_apply([str(src)], recipe=KEEP_HEADERS, output_folder=str(tmp_path / "out"), overwrite=True)
+    rerun = run_apply([str(src)], recipe=KEEP_HEADERS, base="none", output_folder=str(tmp_path / "out"), overwrite=True)
     assert pydicom.dcmread(_rows(rerun)[str(src)]["output"]).file_meta.MediaStorageSOPInstanceUID == \
         out.file_meta.MediaStorageSOPInstanceUID
     assert _rows(again)[str(src)]["status"] == "written"
@@ -277,7 +278,7 @@ def test_image_without_pixel_data_is_skipped_by_default_and_a_real_cut_is_trunca
 def test_write_no_pixel_data_writes_them_with_a_warning(tmp_path: Path) -> None:
     files = _no_pixel_inputs(tmp_path / "in")
     report = run_apply([str(tmp_path / "in")], output_folder=str(tmp_path / "out"), write_no_pixel_data=True,
-                       recipe=KEEP_HEADERS)
+                       recipe=KEEP_HEADERS, base="none")
     rows = _rows(report)
     for key in ("header_only", "boundary"):
         row = rows[str(files[key])]
@@ -344,7 +345,7 @@ def test_bare_datasets_are_read_and_junk_stays_not_dicom(tmp_path: Path) -> None
         assert caught.value.reason == Reason.NOT_DICOM, p.name
         with pytest.raises(DatasetError):
             read_dataset(str(p), stop_before_pixels=True)
-    report = run_apply([str(tmp_path / "in")], recipe=KEEP_HEADERS, output_folder=str(tmp_path / "out"))
+    report = run_apply([str(tmp_path / "in")], recipe=KEEP_HEADERS, base="none", output_folder=str(tmp_path / "out"))
     rows = _rows(report)
     for p in bare:
         assert rows[str(p)]["status"] == "written", rows[str(p)]["reason"]
@@ -411,7 +412,7 @@ def test_write_error_names_the_element_and_vr_never_the_value(tmp_path: Path) ->
     src = make_dicom(tmp_path / "in" / "a.dcm", 4)
     recipe = {"format": "dicom", "header": [
         {"action": "REPLACE", "field": "AccessionNumber", "value": "func:intval"}]}
-    report = run_apply([str(src)], recipe=recipe, output_folder=str(tmp_path / "out"),
+    report = run_apply([str(src)], recipe=recipe, base="none", output_folder=str(tmp_path / "out"),
                        functions={"intval": _int_value})
     rows = _rows(report)
     reasons = sorted(r["reason"] for r in rows.values())
