@@ -488,11 +488,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
-              collect_outputs: bool = True) -> ApplyReport:
+              collect_outputs: bool = True, write_no_pixel_data: bool = False) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
     recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
+    ``write_no_pixel_data``: write image storage objects without pixel data (header-only, or cut
+    at an element boundary) with a manifest warning; by default they are ``skipped/no-pixel-data``.
     """
     parsed: Recipe = load_recipe(recipe, base=base)
     cfg = load_config(config)
@@ -530,7 +532,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             "put_actions": [f"{a.action} {a.field} {a.value or ''}".strip() for a in options.put_actions],
             "functions": sorted(all_functions), "partition_size": size,
             "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
-            "run_stamp": time.time_ns() // 1_000 * 1_000,
+            "run_stamp": time.time_ns() // 1_000 * 1_000, "write_no_pixel_data": write_no_pixel_data,
         }
         store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
         done_parts = store.done
@@ -551,7 +553,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             items = list(zip(paths, rows_vars))
             apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
-                                       has_mapping=mapping is not None)
+                                       has_mapping=mapping is not None,
+                                       write_no_pixel_data=write_no_pixel_data)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
@@ -584,11 +587,14 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
                         remove_private: bool = True, entity_id: str | None = None,
                         item_id: str | None = None, client: Any = None, config: Any = None,
                         functions: Mapping[str, Callable[..., Any]] | None = None,
-                        dicom_files: Any = None, deid: Any = None, **kwargs: Any) -> list[str]:
+                        dicom_files: Any = None, deid: Any = None, write_no_pixel_data: bool = False,
+                        **kwargs: Any) -> list[str]:
     """De-identify ``files`` with ``recipe`` on ``base``; return the output paths in input order.
 
     ``base`` (default ``"remove-everything"``) is layered under ``recipe`` as deid's docs show
     (``"none"``: the recipe alone, as deid 0.4.13 runs it; see :func:`deid_batch.recipe.load_recipe`).
+    ``write_no_pixel_data=True`` also writes image storage objects without pixel data (with a
+    manifest warning); by default they are skipped with reason ``no-pixel-data``.
 
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
@@ -603,7 +609,8 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,
                        base=base, ids=ids, variables=variables, output_folder=output_folder, overwrite=overwrite,
                        remove_private=remove_private, entity_id=entity_id, item_id=item_id,
-                       client=client, config=config, functions=functions, **kwargs)
+                       client=client, config=config, functions=functions,
+                       write_no_pixel_data=write_no_pixel_data, **kwargs)
     if report.summary.failed:
         logger.warning("%d files failed; see the manifest in %s", report.summary.failed, report.manifest)
     return report.outputs

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
     p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, put.actions)")
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    p.add_argument("--write-no-pixel-data", action="store_true",
+                   help="also write image storage objects without pixel data (header-only, or cut at an "
+                   "element boundary), with a warning; default: skipped/no-pixel-data")
     _common(p)
 
     p = sub.add_parser("strip-private", help="copy files with every private tag removed",
@@ -283,7 +286,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
-        collect_outputs=False)
+        collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data)
     _print_report(report)
     return report.exit_code
 

@@ -21,13 +21,14 @@ class Status(str, enum.Enum):
     WRITTEN = "written"  # a de-identified output was written by this run
     EXISTS = "exists"  # the output already existed and overwrite was off: not written
     FAILED = "failed"  # the file could not be processed; see ``reason``
-    SKIPPED = "skipped"  # not a file we process (DICOMDIR, non-regular file); see ``reason``
+    SKIPPED = "skipped"  # not processed (DICOMDIR, non-regular file, no pixel data); see ``reason``
 
 
 class Reason(str, enum.Enum):
     UNREADABLE = "unreadable"  # permission denied, I/O error
     NOT_DICOM = "not-dicom"  # no DICOM structure found
-    TRUNCATED = "truncated"  # file ends inside the header or the pixel data
+    TRUNCATED = "truncated"  # the bytes prove a cut: file ends inside an element, the meta or the pixels
+    NO_PIXEL_DATA = "no-pixel-data"  # image storage SOP class without pixel data (skipped unless opted in)
     EMPTY = "empty"  # zero-byte file
     DEID_ERROR = "deid-error"  # the recipe could not be applied to this dataset
     WRITE_ERROR = "write-error"  # the de-identified dataset could not be written

@@ -9,23 +9,33 @@ Runs on workers; pure functions, no dask, no process-wide state.
 * :func:`read_dataset` reads a file as deid's ``dcmread(force=True)`` does (files without the
   128-byte preamble are read), but turns every way a file can be bad into a
   :class:`~deid_batch.errors.DatasetError` with a :class:`~deid_batch.schemas.Reason` code:
-  ``empty``, ``not-dicom``, ``truncated``, ``dicomdir``, ``unreadable``, ``not-regular``.
-  :func:`status_for` gives the manifest status of a reason (``skipped`` for ``dicomdir`` and
-  ``not-regular``, ``failed`` otherwise).
+  ``empty``, ``not-dicom``, ``truncated``, ``no-pixel-data``, ``dicomdir``, ``unreadable``,
+  ``not-regular``. :func:`status_for` gives the manifest status of a reason (``skipped`` for
+  ``dicomdir``, ``not-regular`` and ``no-pixel-data``, ``failed`` otherwise).
 
 pydicom with ``force=True`` "succeeds" on text, PNG and random bytes and silently returns short
 values for truncated files; the checks here catch both:
 
-* **not DICOM**: no file meta group and neither SOPClassUID nor SOPInstanceUID at the top level;
-* **truncated**: an element's value is shorter than its declared length, the file ends inside an
-  element header, inside the file meta, right after the file meta (no data set), inside a
-  (native or encapsulated) PixelData element, or before the pixel data of a data set that has Rows
-  and Columns (a header-only image file is therefore reported as truncated).
-  The PixelData check compares the declared length with the file size (native) or walks the item
-  headers (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without
-  reading it. Blind spot: a cut exactly at an element boundary (or inside the next 8-byte element
-  header) before the SOP UIDs reads as a shorter fragment; a file with file meta but no SOP UIDs is
-  accepted, as pydicom and deid accept it.
+* **not DICOM**: no file meta group and neither SOPClassUID nor SOPInstanceUID at the top level,
+  unless the file is a **bare dataset**: at least two elements, every one a standard
+  (dictionary) element, a generic group length or a private element under its creator, parsed to
+  the end of the file (or up to pixel data that fits in it). Old modalities and some exports write
+  such files and deid reads them; junk (text, zip, gz, ICC profiles, PNG, random bytes)
+  force-parses into one or two unknown elements and stays ``not-dicom``;
+* **truncated**, only when the bytes prove a cut: an element's value is shorter than its declared
+  length, the file ends inside an element header, inside the file meta, right after the file meta
+  (no data set), or inside a (native or encapsulated) PixelData element. The PixelData check
+  compares the declared length with the file size (native) or walks the item headers
+  (encapsulated), so a ``stop_before_pixels`` read detects truncated pixel data without reading it;
+* **no pixel data**: an image storage SOP class (:func:`is_image_storage`) whose data set ends
+  without PixelData / FloatPixelData / DoubleFloatPixelData. The bytes cannot tell a complete
+  header-only object from a file cut exactly at an element boundary, so it gets its own reason,
+  ``no-pixel-data`` (status ``skipped``), unless the caller passes ``allow_no_pixel_data=True``
+  (scan does: the headers are readable; apply does when the user opts in) and then checks
+  :func:`lacks_pixel_data` itself.
+
+Blind spot: a cut exactly at an element boundary of a data set that is not an image storage SOP
+class (or before its SOP UIDs) reads as a shorter, complete data set.
 
 Messages say what is wrong with the file; they contain no header value and no path (PACS exports
 are often foldered by patient name: the path is the caller's to show, e.g. in the manifest's
@@ -43,6 +53,8 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 import pydicom
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_has_tag, get_entry
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import read_dataset as _pydicom_read_dataset
@@ -51,21 +63,47 @@ from pydicom.tag import BaseTag, Tag
 from deid_batch.errors import DatasetError
 from deid_batch.schemas import Reason, Status
 
-__all__ = ["DICOMDIR_SOP_CLASS", "classify_entry", "read_dataset", "status_for"]
+__all__ = [
+    "DICOMDIR_SOP_CLASS",
+    "IMAGE_STORAGE_SOP_CLASSES",
+    "NO_PIXEL_DATA_MESSAGE",
+    "classify_entry",
+    "is_image_storage",
+    "lacks_pixel_data",
+    "read_dataset",
+    "sop_class_of",
+    "status_for",
+]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # PixelData, Double/FloatPixelData
 _SOP_TAGS = (0x00080016, 0x00080018)  # SOPClassUID, SOPInstanceUID
-_IMAGE_TAGS = (0x00280010, 0x00280011)  # Rows, Columns
 _DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _SEQ_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-_SKIPPED = frozenset({Reason.DICOMDIR, Reason.NOT_REGULAR})
+_SKIPPED = frozenset({Reason.DICOMDIR, Reason.NOT_REGULAR, Reason.NO_PIXEL_DATA})
+
+#: Image storage SOP classes: every SOP class whose name in pydicom's UID dictionary contains
+#: "Image Storage" (CT, MR, CR, DX, US, NM, PET, XA, RT Image, Secondary Capture, VL, WSI, ...,
+#: retired ones included), plus the pixel-bearing classes named otherwise: Enhanced US Volume,
+#: Parametric Map and Segmentation Storage. Their IODs require pixel data (RT Dose does not: a
+#: dose object may hold only DVHs).
+IMAGE_STORAGE_SOP_CLASSES: frozenset[str] = frozenset(
+    [uid for uid, (name, kind, *_rest) in UID_dictionary.items()
+     if kind == "SOP Class" and "Image Storage" in name]
+    + ["1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.66.4"]
+)
+#: The ``no-pixel-data`` reason text (no header value): both readings of the bytes and the opt-in.
+NO_PIXEL_DATA_MESSAGE = (
+    "an image storage object without pixel data: either a complete header-only object or a file "
+    "cut exactly at an element boundary (the bytes cannot tell which); not written unless "
+    "--write-no-pixel-data (API write_no_pixel_data=True) is given"
+)
 
 
 def status_for(reason: Reason | str) -> Status:
@@ -158,6 +196,7 @@ def read_dataset(
     *,
     stop_before_pixels: bool = False,
     specific_tags: Iterable[Any] | None = None,
+    allow_no_pixel_data: bool = False,
 ) -> FileDataset:
     """Read ``path`` read-only as deid does (``force=True``), or raise :class:`DatasetError`.
 
@@ -169,6 +208,9 @@ def read_dataset(
         Do not read the pixel data (its length is still checked against the file size).
     specific_tags : iterable of tags or keywords, optional
         Only read these elements (plus SOPClassUID, SOPInstanceUID and the character set).
+    allow_no_pixel_data : bool
+        Return an image storage object without pixel data instead of raising ``no-pixel-data``
+        (checked only on whole reads: no ``specific_tags``).
 
     Returns
     -------
@@ -178,13 +220,16 @@ def read_dataset(
     Raises
     ------
     DatasetError
-        With ``reason`` one of ``empty``, ``not-dicom``, ``truncated``, ``dicomdir``,
-        ``unreadable``, ``not-regular``. Nothing else is raised for bad input.
+        With ``reason`` one of ``empty``, ``not-dicom``, ``truncated``, ``no-pixel-data``,
+        ``dicomdir``, ``unreadable``, ``not-regular``. Nothing else is raised for bad input.
     """
     f = _open(path)
     try:
         size = os.fstat(f.fileno()).st_size
-        return _parse(f, path, size, stop_before_pixels, specific_tags)
+        ds = _parse(f, path, size, stop_before_pixels, specific_tags)
+        if not allow_no_pixel_data and specific_tags is None and lacks_pixel_data(ds):
+            raise _fail(Reason.NO_PIXEL_DATA, path, NO_PIXEL_DATA_MESSAGE)
+        return ds
     except DatasetError:
         raise
     except OSError as exc:
@@ -206,6 +251,67 @@ def read_dataset(
         ) from None
     finally:
         f.close()
+
+
+def sop_class_of(ds: Dataset) -> str | None:
+    """The SOP class UID of ``ds`` (``SOPClassUID``, else the file meta's), read without conversion."""
+    meta = getattr(ds, "file_meta", None)
+    return _raw_uid(ds, 0x00080016) or (_raw_uid(meta, 0x00020002) if meta is not None else None)
+
+
+def is_image_storage(sop_class: str | None) -> bool:
+    """True for an image storage SOP class (:data:`IMAGE_STORAGE_SOP_CLASSES`)."""
+    return sop_class in IMAGE_STORAGE_SOP_CLASSES
+
+
+def lacks_pixel_data(ds: Dataset) -> bool:
+    """True if ``ds`` is an image storage SOP class and has no pixel data element.
+
+    Meaningful for a whole read; after a ``stop_before_pixels`` read the pixel data is not in the
+    data set, but its presence was checked in the file (``_pixels_absent``) except for deflated
+    files, where it cannot be told without inflating: those answer ``False``.
+    """
+    if not is_image_storage(sop_class_of(ds)):
+        return False
+    if getattr(ds, "_deid_batch_pixels_unknown", False):
+        return False
+    if any(t in ds for t in _PIXEL_TAGS):
+        return False
+    return bool(getattr(ds, "_deid_batch_pixels_absent", True))
+
+
+def _known_tag(tag: int, ds: Dataset) -> bool:
+    """A standard element (dictionary or repeater), a generic group length, or a private element
+    whose private creator is in ``ds`` (or a private creator itself)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group in (0x0000, 0x0002) or group == 0xFFFE:  # command / file meta / item tags
+        return False
+    if group & 1:
+        if group <= 0x0007 or group == 0xFFFF:
+            return False
+        if 0x0010 <= element <= 0x00FF:
+            return True
+        return element >= 0x1000 and (group << 16 | element >> 8) in ds
+    if element == 0x0000:
+        return True
+    if dictionary_has_tag(tag):
+        return True
+    try:
+        get_entry(tag)  # repeaters such as (60xx,3000) OverlayData
+    except KeyError:
+        return False
+    return True
+
+
+def _is_bare_dataset(ds: Dataset) -> bool:
+    """A data set without file meta or SOP UIDs that pydicom parsed into standard elements.
+
+    Junk force-parses into one or two unknown elements; a real bare dataset has many known ones.
+    Where the parse stopped is checked by the caller (an element cut short is ``truncated``, an
+    element header cut short too; pixel data must fit in the file).
+    """
+    tags = [int(t) for t in ds.keys()]
+    return len(tags) >= 2 and all(_known_tag(t, ds) for t in tags)
 
 
 def _raw_uid(ds: Dataset, tag: int) -> str | None:
@@ -244,9 +350,11 @@ def _parse(
     meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else Dataset()
     if _raw_uid(meta, 0x00020002) == DICOMDIR_SOP_CLASS or _DIRECTORY_RECORDS in ds:
         raise _fail(Reason.DICOMDIR, path, "a DICOMDIR media directory, not an image; skipped")
-    if not len(meta) and not any(t in ds for t in _SOP_TAGS):
-        raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs)")
+    if not len(meta) and not any(t in ds for t in _SOP_TAGS) and not _is_bare_dataset(ds):
+        raise _fail(Reason.NOT_DICOM, path, "no DICOM structure found (no file meta, no SOP UIDs, "
+                    "not a data set of standard elements)")
     _check_meta_length(meta, path, size, len(ds))
+    _check_not_only_charset(meta, ds, path)
     _check_values(meta, path)
     _check_values(ds, path)
     if _raw_uid(meta, 0x00020010) == _DEFLATED:
@@ -255,8 +363,9 @@ def _parse(
         raise _fail(Reason.TRUNCATED, path, "file ends inside an element value")
     implicit, little = ds.original_encoding
     pixel_tag = _check_pixel_element(f, path, pos, size, bool(implicit), bool(little))
+    ds._deid_batch_pixels_absent = pixel_tag is None
     if pixel_tag is None:
-        _check_tail(ds, path, size, tags is None)
+        _check_tail(ds, path, size)
     elif not stop_before_pixels and (tags is None or pixel_tag in tags):
         f.seek(pos)
         rest = _pydicom_read_dataset(
@@ -283,6 +392,14 @@ def _check_meta_length(meta: Dataset, path: str, size: int, n_elements: int) -> 
         raise _fail(Reason.TRUNCATED, path, "file ends after the file meta information: no data set")
 
 
+def _check_not_only_charset(meta: Dataset, ds: Dataset, path: str) -> None:
+    """pydicom converts SpecificCharacterSet while reading, so a value cut short there escapes
+    :func:`_check_values`; a data set of nothing but it (and group lengths) after a file meta is
+    such a cut (the character set comes first)."""
+    if len(meta) and all(int(t) == 0x00080005 or int(t) & 0xFFFF == 0 for t in ds.keys()):
+        raise _fail(Reason.TRUNCATED, path, "file ends at the start of the data set")
+
+
 def _finish_deflated(f: IO[bytes], path: str, ds: FileDataset, stop_before_pixels: bool,
                      tags: list[BaseTag] | None) -> FileDataset:
     """Deflated data sets: file offsets mean nothing after inflating, so the pixel data is checked
@@ -291,9 +408,8 @@ def _finish_deflated(f: IO[bytes], path: str, ds: FileDataset, stop_before_pixel
         f.seek(0)
         ds = pydicom.dcmread(f, force=True, specific_tags=tags)
         _check_values(ds, path)
-    if tags is None and all(t in ds for t in _IMAGE_TAGS) and not stop_before_pixels:
-        if not any(t in ds for t in _PIXEL_TAGS):
-            raise _fail(Reason.TRUNCATED, path, "has image attributes but ends before its pixel data")
+    if stop_before_pixels:  # after inflating, the offset of the pixel data is unknown: not checked
+        ds._deid_batch_pixels_unknown = True
     ds.filename = path
     return ds
 
@@ -308,15 +424,13 @@ def _check_values(ds: Dataset, path: str) -> None:
             raise _fail(Reason.TRUNCATED, path, f"file ends inside element {BaseTag(tag)}")
 
 
-def _check_tail(ds: Dataset, path: str, size: int, whole: bool) -> None:
-    """No pixel data was found: the file must not end inside an element header or before pixels."""
+def _check_tail(ds: Dataset, path: str, size: int) -> None:
+    """No pixel data was found: the file must not end inside an element header."""
     last = ds.get_item(max(ds.keys())) if len(ds) else None
     if isinstance(last, RawDataElement) and last.length != _UNDEFINED and last.value is not None:
         leftover = size - (last.value_tell + last.length)
         if 0 < leftover < 8:
             raise _fail(Reason.TRUNCATED, path, "file ends inside an element header")
-    if whole and all(t in ds for t in _IMAGE_TAGS):
-        raise _fail(Reason.TRUNCATED, path, "has image attributes but ends before its pixel data")
 
 
 def _check_pixel_element(

@@ -4,7 +4,10 @@ Takes a partition of ``(source, variables)`` rows and a frozen :class:`ApplyConf
 manifest record batch (:data:`~deid_batch.schemas.MANIFEST`) with exactly one row per input:
 ``written`` (a new output, or the identical output an earlier attempt of this job left), ``exists``
 (a different file is at the output path and overwrite is off), ``skipped`` or ``failed`` with a
-reason code. One bad file never stops the partition.
+reason code. One bad file never stops the partition. An image storage object without pixel data is
+``skipped/no-pixel-data`` unless ``write_no_pixel_data`` is set (then written, with a warning). A
+dataset pydicom cannot encode is ``failed/write-error`` naming the element (tag path and VR, never
+its value).
 
 Pure and picklable: no dask, no state between calls, datasets never leave the worker.
 """
@@ -20,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from deid_batch.dicom import reading
-from deid_batch.dicom.writing import Outcome, encode, write_atomic
+from deid_batch.dicom.writing import Outcome, encode, unencodable_element, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
@@ -49,6 +52,7 @@ class ApplyConfig:
     stamp_ns: int | None = None
     #: the run has a variable mapping (the manifest's ``mapped`` column says whether a file had a row)
     has_mapping: bool = False
+    write_no_pixel_data: bool = False
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -72,11 +76,13 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
     try:
-        ds = reading.read_dataset(source)
+        ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data)
     except DatasetError as exc:
-        status = Status.SKIPPED if exc.reason == Reason.DICOMDIR.value else Status.FAILED
+        status = reading.status_for(exc.reason)
         return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
     character_set = ds.get("SpecificCharacterSet")
+    sop_class = reading.sop_class_of(ds)
+    no_pixels = reading.lacks_pixel_data(ds)
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
                                     options=config.options, source=label)
@@ -87,13 +93,16 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status.FAILED,
                     f"{Reason.DEID_ERROR.value}: unexpected {type(exc).__name__} while applying the recipe",
                     (), partition)
-    warnings = result.warnings
+    warnings = list(result.warnings)
+    if no_pixels:
+        warnings.append(f"{label}: {Reason.NO_PIXEL_DATA.value}: written because write_no_pixel_data is "
+                        "set; an image storage object without pixel data is a header-only object or a "
+                        "file cut exactly at an element boundary")
     try:
-        data = encode(result.dataset, character_set=character_set)
+        data = encode(result.dataset, character_set=character_set, sop_class=sop_class,
+                      instance_seed=label)
     except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
-        return _row(source, None, Status.FAILED,
-                    f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
-                    f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
+        return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
     try:
         outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
@@ -104,6 +113,17 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition)
     return _row(source, out, Status.WRITTEN, None, warnings, partition, uid)
+
+
+def _write_error(ds: Any, exc: Exception) -> str:
+    """The ``write-error`` reason: the element that cannot be encoded (tag path, VR), never a value."""
+    try:
+        where = unencodable_element(ds)
+    except Exception:  # noqa: BLE001 - the search itself must not fail the row differently
+        where = None
+    what = f"element {where}" if where else "the de-identified dataset"
+    return (f"{Reason.WRITE_ERROR.value}: {what} cannot be encoded ({type(exc).__name__}); "
+            "its value does not fit its VR")
 
 
 def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) -> pa.RecordBatch:

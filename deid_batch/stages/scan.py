@@ -2,8 +2,10 @@
 
 Takes a partition of input paths and a frozen :class:`ScanConfig`; returns two record batches,
 one row per readable file in :data:`~deid_batch.schemas.IDENTIFIERS` and one row per unreadable
-file in :data:`~deid_batch.schemas.SCAN_ERRORS`. Headers only: files are parsed with
-``stop_before_pixels`` and bulk data (the config's skip list) is left out. Nested sequence
+file in :data:`~deid_batch.schemas.SCAN_ERRORS`. A file apply can write (with
+``write_no_pixel_data`` for an image storage object without pixel data: its headers are readable)
+has an identifiers row; every other file has an error row with the reason apply gives. Headers
+only: files are parsed with ``stop_before_pixels`` and bulk data (the config's skip list) is left out. Nested sequence
 elements are flattened under readable paths such as ``RequestAttributesSequence[0].AccessionNumber``;
 private elements are named by tag, ``(0029,1010)``.
 
@@ -238,11 +240,10 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["reason"].append(f"{reason.value}: {message}")
             continue
         try:
-            ds = reading.read_dataset(path, stop_before_pixels=True)
+            ds = reading.read_dataset(path, stop_before_pixels=True, allow_no_pixel_data=True)
         except DatasetError as exc:
             errors["source"].append(path)
-            skipped = exc.reason == "dicomdir"
-            errors["status"].append(Status.SKIPPED.value if skipped else Status.FAILED.value)
+            errors["status"].append(reading.status_for(exc.reason).value)
             errors["reason"].append(f"{exc.reason}: {exc}")
             continue
         try:
