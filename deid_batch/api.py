@@ -35,6 +35,7 @@ from deid_batch.stages import keys as keys_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.detect import DetectConfig, detect_partition
 from deid_batch.stages.discover import check_output_location, discover
+from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.manifest import (
     RECIPE_FILE,
@@ -232,6 +233,20 @@ def recipe_filters(recipe: Recipe, name: str) -> Filters:
                           "--recipe dicom (deid's bundled filters, as deid's has_burned_pixels does), "
                           "dicom.ultrasound, dicom.xray.chest, or a recipe with its own %filter")
     return filters
+
+
+def _pixel_config(recipe: Recipe, clean: bool, flagged: str, decompress: bool) -> PixelConfig | None:
+    try:
+        policy = FlaggedPolicy(flagged)
+    except ValueError:
+        raise ConfigError(f"--flagged {flagged!r}: use 'skip' (files flagged without a region are not "
+                          "written) or 'write'") from None
+    if not clean:
+        if policy is not FlaggedPolicy.SKIP or decompress:
+            raise ConfigError("--flagged and --decompress-pixels only apply with --clean-pixels")
+        return None
+    filters = recipe_filters(recipe, " + ".join(recipe.stack or recipe.sources))
+    return PixelConfig(filters, policy, decompress)
 
 
 def _lost_detect(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
@@ -499,13 +514,21 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
-              collect_outputs: bool = True) -> ApplyReport:
+              collect_outputs: bool = True, clean_pixels: bool = False, flagged: str = "skip",
+              decompress_pixels: bool = False) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
     recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
+
+    ``clean_pixels=True`` evaluates the recipe's %filter sections on each original header and
+    blanks the regions of the LABELs that flag it in every frame, before the header recipe;
+    a file flagged without a region is ``skipped`` (``flagged="write"`` writes it, with a
+    warning); compressed pixel data is ``failed`` unless ``decompress_pixels=True`` (decoded,
+    cleaned and written uncompressed).
     """
     parsed: Recipe = load_recipe(recipe, base=base)
+    pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
@@ -540,6 +563,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
         "functions": sorted(all_functions), "partition_size": size,
         "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
         "run_stamp": time.time_ns() // 1_000 * 1_000,
+        "pixels": None if pixels is None else {"flagged": pixels.flagged.value,
+                                               "decompress": pixels.allow_decode},
     }
     store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
     done_parts = store.done
@@ -560,7 +585,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
         items = list(zip(paths, rows_vars))
         apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                    tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
-                                   has_mapping=mapping is not None)
+                                   has_mapping=mapping is not None, pixels=pixels)
         total, done = len(items), 0
         for i in sorted(done_parts):
             part = store.read_part(i)

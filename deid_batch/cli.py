@@ -100,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
     p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, put.actions)")
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    g = p.add_argument_group("burned-in pixels")
+    g.add_argument("--clean-pixels", action="store_true",
+                   help="blank the regions of the recipe's %%filter LABELs that flag a file (evaluated on "
+                   "its original header) in every frame, before the header recipe")
+    g.add_argument("--flagged", choices=("skip", "write"), default="skip",
+                   help="a file flagged by a LABEL without a region: skip it (default; manifest "
+                   "'burned-in: needs review (LABEL)') or write it with a warning")
+    g.add_argument("--decompress-pixels", action="store_true",
+                   help="decode compressed pixel data to clean it (written uncompressed); without it "
+                   "such files fail with a reason that says so")
     _common(p)
 
     p = sub.add_parser("detect", help="flag files with burned-in annotations (the recipe's %%filter sections)",
@@ -274,7 +284,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
-        collect_outputs=False)
+        collect_outputs=False, clean_pixels=args.clean_pixels, flagged=args.flagged,
+        decompress_pixels=args.decompress_pixels)
     _print_report(report)
     return report.exit_code
 

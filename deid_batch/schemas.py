@@ -94,8 +94,8 @@ REGION = pa.list_(pa.int32())
 #: One %filter verdict per input file (``detect``). ``flagged`` is deid's ``has_burned_pixels``
 #: (null for a file that cannot be read, see ``reason``); ``group``/``label`` are the first LABEL
 #: that flagged it; ``hits`` every one, in recipe order; ``regions`` the rectangles cleaning
-#: blanks and ``keep_regions`` the ones it restores (applied in recipe order); ``needs_review`` a
-#: hit outside the whitelist that gives no region (``apply --clean-pixels`` skips the file).
+#: blanks and ``keep_regions`` the ones it restores (applied in recipe order); ``needs_review``:
+#: flagged, no whitelist hit and no LABEL with a region (``apply --clean-pixels`` skips the file).
 DETECTIONS = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),

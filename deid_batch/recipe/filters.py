@@ -89,15 +89,20 @@ class Detection:
 
     @property
     def needs_review(self) -> bool:
-        """A hit outside the whitelist that gives no region: nobody knows what to blank."""
-        return any(h.group != WHITELIST and not h.coordinates for h in self.hits)
+        """Flagged, yet no LABEL says what to blank and none whitelists it.
+
+        deid's documented group order: a whitelist hit means clean; LABELs with regions (the
+        graylist) say what to blank; a file only flagged by LABELs without regions (the
+        blacklist, the graylist catch-alls) needs a person to look at it.
+        """
+        if not self.flagged or any(h.group == WHITELIST for h in self.hits):
+            return False
+        return not any(h.coordinates for h in self.hits)
 
     @property
     def review_label(self) -> str | None:
-        for h in self.hits:
-            if h.group != WHITELIST and not h.coordinates:
-                return h.label
-        return None
+        """The first LABEL that flagged a file needing review."""
+        return self.hits[0].label if self.needs_review else None
 
     def regions(self, rows: int, columns: int) -> list[Region]:
         """The regions in the order cleaning applies them, clipped to a ``rows`` x ``columns`` frame.

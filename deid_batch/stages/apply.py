@@ -27,6 +27,7 @@ from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
 from deid_batch.stages.layout import output_path
+from deid_batch.stages.pixels import PixelConfig, clean_before_recipe
 
 __all__ = ["ApplyConfig", "apply_partition", "process_file"]
 
@@ -49,6 +50,8 @@ class ApplyConfig:
     stamp_ns: int | None = None
     #: the run has a variable mapping (the manifest's ``mapped`` column says whether a file had a row)
     has_mapping: bool = False
+    #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
+    pixels: PixelConfig | None = None
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -72,6 +75,9 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         status = Status.SKIPPED if exc.reason == Reason.DICOMDIR.value else Status.FAILED
         return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
     character_set = ds.get("SpecificCharacterSet")
+    pixels = clean_before_recipe(ds, config.pixels) if config.pixels is not None else None
+    if pixels is not None and pixels.stop is not None:
+        return _row(source, None, pixels.stop[0], pixels.stop[1], pixels.warnings, partition)
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
                                     options=config.options, source=label)
@@ -82,7 +88,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status.FAILED,
                     f"{Reason.DEID_ERROR.value}: unexpected {type(exc).__name__} while applying the recipe",
                     (), partition)
-    warnings = result.warnings
+    warnings = [*(pixels.warnings if pixels is not None else ()), *result.warnings]
     try:
         data = encode(result.dataset, character_set=character_set)
     except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
