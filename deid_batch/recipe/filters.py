@@ -173,27 +173,28 @@ def _tag_of(name: str) -> int | None:
 
 def _check_label(lab: FilterLabel) -> Iterator[Problem]:
     where = lab.source or "<recipe>"
+    name_ = display_name(lab)
     for crit in lab.filters:
         for a, (action, name) in enumerate(zip(crit.action, crit.field)):
             if "0x" in name and _tag_of(name) is None:
-                yield Problem(where, lab.line, f"LABEL {lab.name}: field '{name}' is not a tag: write "
+                yield Problem(where, lab.line, f"LABEL {name_}: field '{name}' is not a tag: write "
                               "0xGGGGEEEE (8 hex digits) or a keyword (deid would crash)")
             if action in ("contains", "notcontains") and a < len(crit.value):
                 try:
                     re.compile(crit.value[a].lower().strip())
                 except re.error as exc:
-                    yield Problem(where, lab.line, f"LABEL {lab.name}: '{action} {name}' is not a valid "
+                    yield Problem(where, lab.line, f"LABEL {name_}: '{action} {name}' is not a valid "
                                   f"regular expression ({exc.msg}); escape special characters with \\")
     for _, coordinate in lab.coordinates:
         text = coordinate.strip()
         if text.lower() == "all" or text.startswith("from:"):
             if text.startswith("from:") and not text[5:].strip():
-                yield Problem(where, lab.line, f"LABEL {lab.name}: 'from:' needs a sequence keyword, "
+                yield Problem(where, lab.line, f"LABEL {name_}: 'from:' needs a sequence keyword, "
                               "e.g. from:SequenceOfUltrasoundRegions")
             continue
         parts = text.split(",")
         if len(parts) != 4 or not all(_is_int(p) for p in parts):
-            yield Problem(where, lab.line, f"LABEL {lab.name}: coordinates '{text}' must be four integers "
+            yield Problem(where, lab.line, f"LABEL {name_}: coordinates '{text}' must be four integers "
                           "x0,y0,x1,y1, 'all' or from:SequenceKeyword (deid would crash when cleaning)")
 
 
