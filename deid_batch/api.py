@@ -28,14 +28,13 @@ from deid_batch.dicom.writing import TMP_MARKER
 from deid_batch.errors import ConfigError
 from deid_batch.recipe.builtins import DEFAULT_BASE
 from deid_batch.recipe.engine import EngineOptions, private_tags_warning
-from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.recipe.filters import Filters, compile_filters
+from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.detect import DetectConfig, detect_partition
 from deid_batch.stages.discover import check_output_location, discover
-from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.manifest import (
     RECIPE_FILE,
@@ -53,6 +52,7 @@ from deid_batch.stages.mapping import (
     mapping_digest,
 )
 from deid_batch.stages.pipeline import Executor, open_executor, partition_size, run_partitions
+from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
 from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
 
 __all__ = [
