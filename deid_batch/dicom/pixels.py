@@ -101,10 +101,14 @@ def blank_regions(ds: Dataset, rects: Sequence[Rect], *, allow_decode: bool = Fa
         return frames
     buf = bytearray(data)
     planar = samples > 1 and _int(ds, "PlanarConfiguration", 0) == 1
-    view = np.frombuffer(buf, dtype=np.uint8, count=size)
-    if planar:
-        view.reshape(frames, samples, rows, columns, nbytes)[:, :, mask] = 0
-    else:
-        view.reshape(frames, rows, columns, samples * nbytes)[:, mask] = 0
+    flat = np.frombuffer(buf, dtype=np.uint8, count=size)
+    # frames, [samples,] rows, columns, bytes: the two pixel axes sit side by side
+    view = (flat.reshape(frames * samples, rows, columns, nbytes) if planar
+            else flat.reshape(frames, rows, columns, samples * nbytes))
+    if any(keep for *_, keep in rects):
+        view[:, mask] = 0
+    else:  # blanks only: plain slices, no boolean gather
+        for x0, y0, x1, y1, _ in rects:
+            view[:, y0:y1, x0:x1] = 0
     ds.PixelData = bytes(buf)
     return frames
