@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from deid_batch.api import (
     as_lookup,
+    detect_burned_pixels,
     get_identifiers,
     get_private,
     has_private,
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "as_lookup",
     "deidentify_dataset",
+    "detect_burned_pixels",
     "get_identifiers",
     "get_private",
     "has_private",

@@ -31,10 +31,12 @@ from deid_batch.errors import ConfigError, MappingError, RecipeError
 from deid_batch.hygiene import private_file
 from deid_batch.recipe.builtins import DEFAULT_BASE
 from deid_batch.recipe.engine import EngineOptions, private_tags_warning
+from deid_batch.recipe.filters import Filters, compile_filters
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
-from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
+from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
+from deid_batch.stages.detect import DetectConfig, detect_partition
 from deid_batch.stages.discover import check_output_location, discover
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.manifest import (
@@ -59,11 +61,13 @@ from deid_batch.stages.pipeline import (
     partition_size,
     run_partitions,
 )
+from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
 from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
 
 __all__ = [
     "ApplyReport",
     "as_lookup",
+    "detect_burned_pixels",
     "get_identifiers",
     "get_private",
     "has_private",
@@ -72,6 +76,7 @@ __all__ = [
     "remove_private_identifiers",
     "replace_identifiers",
     "run_apply",
+    "run_detect",
     "run_scan",
 ]
 
@@ -234,6 +239,81 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
         logger.warning("%d of %d files could not be read; see the errors table (return_errors=True)",
                        errors.num_rows, len(paths))
     return (table, errors) if return_errors else table
+
+
+# ---------------------------------------------------------------------------- detect
+def recipe_filters(recipe: Recipe, name: str) -> Filters:
+    """The checked %filter groups of ``recipe``; a :class:`ConfigError` when it has none."""
+    filters = compile_filters(recipe)
+    if not filters:
+        raise ConfigError(f"recipe {name} has no %filter section, so no file can be flagged: use "
+                          "--recipe dicom (deid's bundled filters, as deid's has_burned_pixels does), "
+                          "dicom.ultrasound, dicom.xray.chest, or a recipe with its own %filter")
+    return filters
+
+
+def _pixel_config(recipe: Recipe, clean: bool, flagged: str, decompress: bool) -> PixelConfig | None:
+    try:
+        policy = FlaggedPolicy(flagged)
+    except ValueError:
+        raise ConfigError(f"--flagged {flagged!r}: use 'skip' (files flagged without a region are not "
+                          "written) or 'write'") from None
+    if not clean:
+        if policy is not FlaggedPolicy.SKIP or decompress:
+            raise ConfigError("--flagged and --decompress-pixels only apply with --clean-pixels")
+        return None
+    filters = recipe_filters(recipe, " + ".join(recipe.stack or recipe.sources))
+    return PixelConfig(filters, policy, decompress)
+
+
+def _lost_detect(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
+    rows = [{"source": s, "reason": f"{Reason.WORKER_LOST.value}: the worker reading this file was lost"}
+            for s in chunk]
+    return pa.RecordBatch.from_pylist(rows, schema=DETECTIONS)
+
+
+def run_detect(paths: list[str], filters: Filters, executor: Executor, *, report_path: str | None = None,
+               progress: Progress | None = None, size: int | None = None) -> pa.Table:
+    """Evaluate ``filters`` on every file of ``paths``; the report table, in input order.
+
+    With ``report_path`` the table is also written to Parquet (under a temporary name, then
+    renamed: never half-written).
+    """
+    size = partition_size(len(paths), size)
+    pending: dict[int, pa.RecordBatch] = {}
+    done = 0
+    for i, batch, n in run_partitions(executor, detect_partition, paths, DetectConfig(filters), size=size,
+                                      on_lost=_lost_detect, combine=pa.concat_batches):
+        pending[i] = batch
+        done += n
+        _notify(progress, done, len(paths))
+    table = pa.Table.from_batches([pending[i] for i in sorted(pending)], schema=DETECTIONS)
+    if report_path is not None:
+        tmp = report_path + ".tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, report_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return table
+
+
+def detect_burned_pixels(files: Any = None, *, recipe: Any = "dicom", report: str | None = None,
+                         client: Any = None, workers: int | None = None, scheduler: str | None = None,
+                         progress: Progress | None = None, dicom_files: Any = None) -> pa.Table:
+    """deid's ``has_burned_pixels`` over an archive: one :data:`~deid_batch.schemas.DETECTIONS` row per file.
+
+    ``recipe`` supplies the %filter sections (default deid's bundled ``dicom``, as deid); they are
+    evaluated on each file's original header. ``report`` also writes the table to Parquet.
+    """
+    parsed = load_recipe(recipe)
+    filters = recipe_filters(parsed, " + ".join(parsed.sources) or str(recipe))
+    paths = discover(_files_arg(files, dicom_files))
+    with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+        return run_detect(paths, filters, ex, report_path=os.path.abspath(report) if report else None,
+                          progress=progress)
 
 
 def as_lookup(table: pa.Table) -> dict[str, dict[str, dict[str, Any]]]:
@@ -488,15 +568,24 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
-              collect_outputs: bool = True, write_no_pixel_data: bool = False) -> ApplyReport:
+              collect_outputs: bool = True, write_no_pixel_data: bool = False,
+              clean_pixels: bool = False, flagged: str = "skip", decompress_pixels: bool = False,
+              ) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
     recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
     ``write_no_pixel_data``: write image storage objects without pixel data (header-only, or cut
     at an element boundary) with a manifest warning; by default they are ``skipped/no-pixel-data``.
+
+    ``clean_pixels=True`` evaluates the recipe's %filter sections on each original header and
+    blanks the regions of the LABELs that flag it in every frame, before the header recipe;
+    a file flagged without a region is ``skipped`` (``flagged="write"`` writes it, with a
+    warning); compressed pixel data is ``failed`` unless ``decompress_pixels=True`` (decoded,
+    cleaned and written uncompressed).
     """
     parsed: Recipe = load_recipe(recipe, base=base)
+    pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
@@ -533,6 +622,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             "functions": sorted(all_functions), "partition_size": size,
             "key": keys_mod.key_fingerprint(key), "recipe_stack": list(parsed.stack),
             "run_stamp": time.time_ns() // 1_000 * 1_000, "write_no_pixel_data": write_no_pixel_data,
+            "pixels": None if pixels is None else {"flagged": pixels.flagged.value,
+                                                   "decompress": pixels.allow_decode},
         }
         store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
         done_parts = store.done
@@ -554,7 +645,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
-                                       write_no_pixel_data=write_no_pixel_data)
+                                       write_no_pixel_data=write_no_pixel_data, pixels=pixels)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)

@@ -107,6 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write-no-pixel-data", action="store_true",
                    help="also write image storage objects without pixel data (header-only, or cut at an "
                    "element boundary), with a warning; default: skipped/no-pixel-data")
+    g = p.add_argument_group("burned-in pixels")
+    g.add_argument("--clean-pixels", action="store_true",
+                   help="blank the regions of the recipe's %%filter LABELs that flag a file (evaluated on "
+                   "its original header) in every frame, before the header recipe")
+    g.add_argument("--flagged", choices=("skip", "write"), default="skip",
+                   help="a file flagged by a LABEL without a region: skip it (default; manifest "
+                   "'burned-in: needs review (LABEL)') or write it with a warning")
+    g.add_argument("--decompress-pixels", action="store_true",
+                   help="decode compressed pixel data to clean it (written uncompressed); without it "
+                   "such files fail with a reason that says so")
+    _common(p)
+
+    p = sub.add_parser("detect", help="flag files with burned-in annotations (the recipe's %%filter sections)",
+                       description="Evaluate the %%filter sections of the recipe (deid's has_burned_pixels) on "
+                       "every file's original header and write one row per file to REPORT.parquet: "
+                       "flagged, group, label, the regions cleaning would blank. No image is written.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="input folders or files")
+    p.add_argument("--report", required=True, metavar="REPORT.parquet", help="report table to write")
+    p.add_argument("--recipe", action="append", metavar="R",
+                   help="recipe whose %%filter sections decide (default: deid's bundled dicom recipe); "
+                   "repeat to combine, in order")
     _common(p)
 
     p = sub.add_parser("strip-private", help="copy files with every private tag removed",
@@ -286,9 +307,45 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
-        collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data)
+        collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data,
+        clean_pixels=args.clean_pixels, flagged=args.flagged, decompress_pixels=args.decompress_pixels)
     _print_report(report)
     return report.exit_code
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from deid_batch.api import recipe_filters, run_detect
+    from deid_batch.recipe.parse import load_recipe
+    from deid_batch.stages.discover import discover
+    from deid_batch.stages.pipeline import open_executor
+
+    names = args.recipe or ["dicom"]
+    recipe = load_recipe(names if len(names) > 1 else names[0])
+    filters = recipe_filters(recipe, " + ".join(names))
+    paths = discover(args.sources)
+    report = os.path.abspath(args.report)
+    with open_executor(workers=_workers(args), scheduler=args.scheduler) as ex:
+        _announce(args)(ex)
+        table = run_detect(paths, filters, ex, report_path=report, progress=_progress(args, "detect"))
+    flagged = table.column("flagged").to_pylist()
+    review = table.column("needs_review").to_pylist()
+    reasons = [r for r in table.column("reason").to_pylist() if r]
+    groups = Counter(g for g, f in zip(table.column("group").to_pylist(), flagged) if f)
+    print(f"recipe:   {' + '.join(names)}")
+    print(f"files: {len(paths)}")
+    print(f"  flagged       {sum(1 for f in flagged if f)}")
+    for group, n in sorted(groups.items()):
+        print(f"    {group:<12} {n}")
+    print(f"  needs review  {sum(1 for r in review if r)}")
+    print(f"  not flagged   {sum(1 for f in flagged if f is False)}")
+    if reasons:
+        print(f"  not readable  {len(reasons)}")
+        for reason, n in sorted(Counter(r.split(":", 1)[0] for r in reasons).items()):
+            print(f"    {reason:<12} {n}")
+    print(f"report:   {report}")
+    return 1 if reasons else 0
 
 
 def _cmd_strip(args: argparse.Namespace) -> int:
@@ -370,8 +427,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     progress=not (args.no_progress or args.quiet))
 
 
-COMMANDS = {"scan": _cmd_scan, "apply": _cmd_apply, "strip-private": _cmd_strip, "verify": _cmd_verify,
-            "inspect": _cmd_inspect, "demo": _cmd_demo, "recipes": _cmd_recipes}
+COMMANDS = {"scan": _cmd_scan, "detect": _cmd_detect, "apply": _cmd_apply, "strip-private": _cmd_strip,
+            "verify": _cmd_verify, "inspect": _cmd_inspect, "demo": _cmd_demo, "recipes": _cmd_recipes}
 
 
 def _check(args: argparse.Namespace) -> None:

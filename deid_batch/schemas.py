@@ -3,6 +3,7 @@
 * :data:`IDENTIFIERS` - one row per readable input file (``get_identifiers`` / ``scan``).
 * :data:`SCAN_ERRORS` - one row per input file that could not be read during a scan.
 * :data:`MANIFEST` - one row per input file of an ``apply`` run (the accounting of every file).
+* :data:`DETECTIONS` - one row per input file of a ``detect`` run (the %filter verdicts).
 
 Status and reason codes are closed sets (:class:`Status`, :class:`Reason`); their string values are
 what is stored in the tables.
@@ -14,7 +15,8 @@ import enum
 
 import pyarrow as pa
 
-__all__ = ["FIELD", "IDENTIFIERS", "MANIFEST", "QUERY_COLUMNS", "SCAN_ERRORS", "Reason", "Status"]
+__all__ = ["DETECTIONS", "FIELD", "IDENTIFIERS", "MANIFEST", "QUERY_COLUMNS", "SCAN_ERRORS", "Reason",
+           "Status"]
 
 
 class Status(str, enum.Enum):
@@ -87,5 +89,27 @@ MANIFEST = pa.schema(
         # the output's SOPInstanceUID (null when not written or absent): outputs that share one
         # are reported at the end of the run (a recipe such as deid's docs example can collide)
         pa.field("sop_instance_uid", pa.string()),
+    ]
+)
+
+#: One rectangle of every frame: ``[x0, y0, x1, y1]`` (columns x0:x1, rows y0:y1, end-exclusive).
+REGION = pa.list_(pa.int32())
+
+#: One %filter verdict per input file (``detect``). ``flagged`` is deid's ``has_burned_pixels``
+#: (null for a file that cannot be read, see ``reason``); ``group``/``label`` are the first LABEL
+#: that flagged it; ``hits`` every one, in recipe order; ``regions`` the rectangles cleaning
+#: blanks and ``keep_regions`` the ones it restores (applied in recipe order); ``needs_review``:
+#: flagged, no whitelist hit and no LABEL with a region (``apply --clean-pixels`` skips the file).
+DETECTIONS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("flagged", pa.bool_()),
+        pa.field("group", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("regions", pa.list_(REGION)),
+        pa.field("keep_regions", pa.list_(REGION)),
+        pa.field("needs_review", pa.bool_()),
+        pa.field("hits", pa.list_(pa.struct([pa.field("group", pa.string()), pa.field("label", pa.string())]))),
+        pa.field("reason", pa.string()),
     ]
 )

@@ -30,6 +30,7 @@ from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
 from deid_batch.stages.layout import output_path
+from deid_batch.stages.pixels import PixelConfig, clean_before_recipe
 
 __all__ = ["ApplyConfig", "apply_partition", "process_file"]
 
@@ -53,6 +54,8 @@ class ApplyConfig:
     #: the run has a variable mapping (the manifest's ``mapped`` column says whether a file had a row)
     has_mapping: bool = False
     write_no_pixel_data: bool = False
+    #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
+    pixels: PixelConfig | None = None
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -83,6 +86,9 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     character_set = ds.get("SpecificCharacterSet")
     sop_class = reading.sop_class_of(ds)
     no_pixels = reading.lacks_pixel_data(ds)
+    pixels = clean_before_recipe(ds, config.pixels) if config.pixels is not None else None
+    if pixels is not None and pixels.stop is not None:
+        return _row(source, None, pixels.stop[0], pixels.stop[1], pixels.warnings, partition)
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
                                     options=config.options, source=label)
@@ -93,7 +99,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status.FAILED,
                     f"{Reason.DEID_ERROR.value}: unexpected {type(exc).__name__} while applying the recipe",
                     (), partition)
-    warnings = list(result.warnings)
+    warnings = [*(pixels.warnings if pixels is not None else ()), *result.warnings]
     if no_pixels:
         warnings.append(f"{label}: {Reason.NO_PIXEL_DATA.value}: written because write_no_pixel_data is "
                         "set; an image storage object without pixel data is a header-only object or a "
