@@ -4,7 +4,9 @@
 join] -> apply -> manifest) wire the stage modules together; :mod:`deid_batch.stages.pipeline` runs the
 partitions. ``client`` may be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in
 this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
-``scheduler="tcp://host:8786"`` connects to an existing one, otherwise work runs in this process.
+``scheduler="tcp://host:8786"`` connects to an existing one, ``cluster="slurm"`` / ``"pbs"`` (or a
+:class:`deid_batch.stages.pipeline.JobQueue`) submits batch jobs through dask-jobqueue, otherwise
+work runs in this process.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from deid_batch.stages.mapping import (
 )
 from deid_batch.stages.pipeline import (
     Executor,
+    check_jobqueue,
     local_workers,
     open_executor,
     partition_size,
@@ -220,7 +223,8 @@ def _copy_keys(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id: str | None = None,
                     client: Any = None, workers: int | None = None, scheduler: str | None = None,
-                    config: Any = None, expand_sequences: bool = True, return_errors: bool = False,
+                    cluster: Any = None, config: Any = None, expand_sequences: bool = True,
+                    return_errors: bool = False,
                     progress: Progress | None = None, dicom_files: Any = None,
                     ) -> pa.Table | tuple[pa.Table, pa.Table]:
     """One row per readable file: source, entity and item ids, flattened header fields.
@@ -233,7 +237,7 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
     scan_config = ScanConfig(entity_id or cfg.entity_id or "PatientID",
                              item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences)
     paths = discover(_files_arg(files, dicom_files))
-    with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+    with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         table, errors = run_scan(paths, scan_config, ex, progress=progress)
     if errors.num_rows:
         logger.warning("%d of %d files could not be read; see the errors table (return_errors=True)",
@@ -564,8 +568,9 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               variables: Any = None,
               output_folder: str | None = None, overwrite: bool = False, remove_private: bool = True,
               entity_id: str | None = None, item_id: str | None = None, client: Any = None,
-              workers: int | None = None, scheduler: str | None = None, config: Any = None,
-              functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
+              workers: int | None = None, scheduler: str | None = None, cluster: Any = None,
+              config: Any = None, functions: Mapping[str, Callable[..., Any]] | None = None,
+              manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True, write_no_pixel_data: bool = False,
@@ -586,6 +591,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     """
     parsed: Recipe = load_recipe(recipe, base=base)
     pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
+    cluster = check_jobqueue(cluster)  # a batch-system run that cannot start is refused before anything is written
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
@@ -636,7 +642,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
         if not remove_private:
             logger.warning(private_tags_warning())
             report.messages.append(private_tags_warning())
-        with open_executor(client, workers=workers, scheduler=scheduler) as ex:
+        with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
             if on_start is not None:
                 on_start(ex)
             rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
@@ -689,12 +695,13 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
 
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
-    Extra keyword arguments (``workers``, ``scheduler``, ``manifest``, ``resume``, ``key_file``,
-    ``partition``, ``progress``) are those of :func:`run_apply`.
+    Extra keyword arguments (``workers``, ``scheduler``, ``cluster``, ``manifest``, ``resume``,
+    ``key_file``, ``partition``, ``progress``) are those of :func:`run_apply`.
     """
     if recipe is not None and deid is not None:
         raise ConfigError("give the recipe once: recipe= or deid=, not both")
-    unknown = set(kwargs) - {"workers", "scheduler", "manifest", "resume", "key_file", "partition", "progress"}
+    unknown = set(kwargs) - {"workers", "scheduler", "cluster", "manifest", "resume", "key_file", "partition",
+                             "progress"}
     if unknown:
         raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,

@@ -36,7 +36,9 @@ workflow (as in deid's docs: get identifiers, fill in variables, replace):
 apply layers your --recipe on the built-in "remove-everything" base (every element your recipe does
 not keep, replace or add is removed); --base none applies your recipe alone, as deid 0.4.13 does.
 --workers N starts N local worker processes (default: all cores; 0 = in this process);
---scheduler tcp://host:8786 uses an existing dask.distributed scheduler instead.
+--scheduler tcp://host:8786 uses an existing dask.distributed scheduler instead;
+--cluster slurm|pbs --jobs N (or --adapt MIN:MAX) submits batch jobs through dask-jobqueue,
+with the settings of configs/jobqueue.yaml (--dask-config) or ~/.config/dask/.
 exit codes: 0 ok, 1 some files failed (see the manifest), 2 usage or configuration error.
 """
 
@@ -48,11 +50,30 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "at most 2 per core)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    g.add_argument("--cluster", choices=["local", "slurm", "pbs"], default=None,
+                   help="where the workers run: local (default: --workers processes on this machine), or "
+                   "slurm / pbs: batch jobs submitted through dask-jobqueue, with the jobqueue.slurm / "
+                   "jobqueue.pbs settings (configs/jobqueue.yaml via --dask-config, or ~/.config/dask/); "
+                   "needs pip install 'deid-batch[hpc]'")
+    g.add_argument("--jobs", type=int, metavar="N", help="with --cluster slurm|pbs: number of batch jobs "
+                   "(default 1; each runs the configured worker processes)")
+    g.add_argument("--adapt", type=_min_max, metavar="MIN:MAX", help="with --cluster slurm|pbs: scale "
+                   "between MIN and MAX jobs with the work queued (instead of --jobs)")
     g.add_argument("--dask-config", metavar="FILE.yaml",
                    help="dask settings (see configs/); a scheduler-address key there works like --scheduler")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+
+
+def _min_max(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX, e.g. 0:20") from None
 
 
 def _base_option(p: argparse.ArgumentParser) -> None:
@@ -207,7 +228,6 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
     import dask.config
     import yaml
 
-    from deid_batch.errors import ConfigError
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -218,7 +238,8 @@ def _load_dask_config(args: argparse.Namespace) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"--dask-config {path}: holds a YAML {type(data).__name__}, not a mapping; "
                           "give a YAML mapping of dask settings (see configs/dask-local.yaml)")
-    if not args.scheduler and args.workers is None and data.get("scheduler-address"):
+    if (not args.scheduler and args.workers is None and getattr(args, "cluster", None) in (None, "local")
+            and data.get("scheduler-address")):
         args.scheduler = data["scheduler-address"]
     return dask.config.set(_dotted(data))
 
@@ -238,9 +259,23 @@ def _workers(args: argparse.Namespace) -> int | None:
     """Local worker processes: the cores by default; capped at a few per core (a warning)."""
     from deid_batch.stages.pipeline import local_workers
 
-    if args.scheduler:
+    if args.scheduler or getattr(args, "cluster", None) not in (None, "local"):
         return None
     return local_workers(os.cpu_count() or 1 if args.workers is None else args.workers)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """The batch-system cluster of ``--cluster slurm|pbs`` (None for local runs)."""
+    system = getattr(args, "cluster", None)
+    if system in (None, "local"):
+        if getattr(args, "jobs", None) is not None or getattr(args, "adapt", None) is not None:
+            raise ConfigError("--jobs and --adapt need --cluster slurm or --cluster pbs")
+        return None
+    from deid_batch.stages.pipeline import JobQueue, check_jobqueue
+
+    if args.workers is not None or args.scheduler:
+        raise ConfigError(f"--cluster {system} starts its own workers: leave out --workers and --scheduler")
+    return check_jobqueue(JobQueue(system, jobs=args.jobs, adapt=args.adapt))
 
 
 def _progress(args: argparse.Namespace, label: str) -> Any:
@@ -270,7 +305,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     paths = discover(args.sources)
     ids = os.path.abspath(args.ids)
     errors_path = ids[:-8] + ".errors.parquet" if ids.endswith(".parquet") else ids + ".errors.parquet"
-    with open_executor(workers=_workers(args), scheduler=args.scheduler) as ex:
+    with open_executor(workers=_workers(args), scheduler=args.scheduler, cluster=_cluster(args)) as ex:
         _announce(args)(ex)
         table, errors = run_scan(paths, scan_config, ex, parquet_path=ids, errors_path=errors_path,
                                  progress=_progress(args, "scan"))
@@ -304,7 +339,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     report = run_apply(
         args.sources, recipe=recipe, base=args.base, ids=args.ids, variables=args.vars, output_folder=args.out,
         overwrite=args.overwrite, remove_private=not args.keep_private, entity_id=args.entity_id,
-        item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
+        item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, cluster=_cluster(args),
+        config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
         collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data,
@@ -353,6 +389,7 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
     report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
+                       cluster=_cluster(args),
                        manifest=args.manifest, resume=args.resume, progress=_progress(args, "strip-private"),
                        on_start=_announce(args), collect_outputs=False)
     _print_report(report)
@@ -424,6 +461,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from deid_batch.demo import run_demo
 
     return run_demo(args.folder, n_files=args.files, workers=_workers(args), scheduler=args.scheduler,
+                    cluster=_cluster(args),
                     progress=not (args.no_progress or args.quiet))
 
 
@@ -501,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _signals_interrupt():
         try:
             _check(args)
+            if getattr(args, "cluster", None) not in (None, "local"):
+                from deid_batch.stages.pipeline import jobqueue_cluster_class
+
+                # before --dask-config's settings: dask-jobqueue adds its defaults to dask's config on import
+                jobqueue_cluster_class(args.cluster)
             with _load_dask_config(args):
                 return COMMANDS[args.command](args)
         except DeidBatchError as exc:

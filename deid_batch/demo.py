@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +40,7 @@ REPLACE SOPInstanceUID var:source_id
 
 
 def run_demo(folder: str, *, n_files: int = 200, workers: int | None = None,
-             scheduler: str | None = None, progress: bool = True) -> int:
+             scheduler: str | None = None, cluster: Any = None, progress: bool = True) -> int:
     """Run the example end to end; return the exit code of the apply step."""
     folder = os.path.abspath(folder)
     archive = os.path.join(folder, "archive")
@@ -48,7 +49,7 @@ def run_demo(folder: str, *, n_files: int = 200, workers: int | None = None,
         generate_archive(archive, n_files, seed=0)
     ids_path = os.path.join(folder, "ids.parquet")
     paths = discover(archive)
-    with open_executor(workers=workers, scheduler=scheduler) as ex:
+    with open_executor(workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         print(f"running on: {ex.description}", file=sys.stderr)
         keys, _errors = run_scan(paths, ScanConfig(), ex, parquet_path=ids_path,
                                  progress=ProgressBar("scan", enabled=progress))

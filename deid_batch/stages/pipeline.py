@@ -11,6 +11,11 @@ while a 64-partition floor keeps every worker busy on small runs. The size depen
 files only, never on the number of workers, so a resumed run sees the same partitions. At most
 four partitions per worker are in flight at a time (a sliding window), so neither the scheduler
 nor the client ever holds more than a few thousand files' worth of tasks.
+
+Where partitions run (:func:`open_executor`): this process (dask's synchronous scheduler), a
+LocalCluster of worker processes, an existing scheduler, or a batch system through dask-jobqueue
+(:class:`JobQueue`: SLURM or PBS jobs, each running worker processes that connect back to a
+scheduler in this process; settings from dask's ``jobqueue.slurm`` / ``jobqueue.pbs`` config).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -30,8 +36,8 @@ import dask.bag as db
 
 from deid_batch.errors import ConfigError
 
-__all__ = ["MAX_WORKERS_PER_CORE", "Executor", "local_workers", "open_executor", "partition_size",
-           "run_partitions"]
+__all__ = ["JOBQUEUE_SYSTEMS", "MAX_WORKERS_PER_CORE", "Executor", "JobQueue", "check_jobqueue", "jobqueue_cluster",
+           "jobqueue_cluster_class", "local_workers", "open_executor", "partition_size", "run_partitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,31 +79,89 @@ def partition_size(n_files: int, requested: int | None = None) -> int:
     return max(1, min(MAX_PARTITION, math.ceil(n_files / MIN_PARTITIONS)))
 
 
+#: ``--cluster`` names of the batch systems, with their dask-jobqueue class and submit command.
+JOBQUEUE_SYSTEMS = {"slurm": ("SLURMCluster", "sbatch", "SLURM"), "pbs": ("PBSCluster", "qsub", "PBS")}
+
+
+@dataclass(frozen=True)
+class JobQueue:
+    """Run on a batch system through dask-jobqueue: ``jobs`` fixed jobs, or ``adapt=(min, max)`` jobs.
+
+    Each job runs ``processes`` dask worker processes (one thread each unless the config says
+    otherwise) with the settings of dask's ``jobqueue.<system>`` config (queue, account, cores,
+    memory, walltime, job-script-prologue, ...; see ``configs/jobqueue.yaml``). Without ``jobs``
+    and ``adapt``, one job is submitted.
+    """
+
+    system: str
+    jobs: int | None = None
+    adapt: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.system not in JOBQUEUE_SYSTEMS:
+            raise ConfigError(f"--cluster {self.system!r} is not a known batch system; use one of "
+                              f"{', '.join(sorted(JOBQUEUE_SYSTEMS))} (or --workers / --scheduler)")
+        if self.jobs is not None and self.adapt is not None:
+            raise ConfigError("give --jobs N or --adapt MIN:MAX, not both")
+        if self.jobs is not None and self.jobs < 1:
+            raise ConfigError(f"--jobs {self.jobs}: give at least 1 job")
+        if self.adapt is not None:
+            low, high = self.adapt
+            if not 0 <= low <= high or high < 1:
+                raise ConfigError(f"--adapt {low}:{high}: give MIN:MAX jobs with 0 <= MIN <= MAX and MAX >= 1, "
+                                  "e.g. --adapt 0:20")
+
+
 @dataclass
 class Executor:
-    """Where partitions run: a dask.distributed client, or dask's synchronous scheduler."""
+    """Where partitions run: a dask.distributed client, or dask's synchronous scheduler.
+
+    ``planned_workers`` is the number of workers a batch-system cluster will have (its jobs may
+    still be queued): the in-flight window is sized for them, not for those connected so far.
+    """
 
     client: Any = None  # distributed.Client or None for the synchronous scheduler
     description: str = "synchronous scheduler (in this process)"
     dashboard: str | None = None
+    planned_workers: int = 0
 
     @property
     def nworkers(self) -> int:
         if self.client is None:
             return 1
-        return max(1, len(self.client.scheduler_info().get("workers", {})))
+        return max(1, self.planned_workers, len(self.client.scheduler_info().get("workers", {})))
+
+
+def jobqueue_cluster_class(system: str) -> Any:
+    """The dask-jobqueue cluster class of ``system`` (``slurm``, ``pbs``); a clear error without it."""
+    JobQueue(system)  # validates the name
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError(f"--cluster {system} needs dask-jobqueue, which is not installed: "
+                          "pip install 'deid-batch[hpc]'") from None
+    return getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[system][0])
 
 
 @contextlib.contextmanager
-def open_executor(client: Any = None, *, workers: int | None = None,
-                  scheduler: str | None = None) -> Iterator[Executor]:
-    """Use ``client``; or connect to ``scheduler``; or start a LocalCluster of ``workers`` processes.
+def open_executor(client: Any = None, *, workers: int | None = None, scheduler: str | None = None,
+                  cluster: JobQueue | str | None = None) -> Iterator[Executor]:
+    """Use ``client``; or connect to ``scheduler``; or submit batch jobs (``cluster``, a
+    :class:`JobQueue` or ``"slurm"``/``"pbs"``); or start a LocalCluster of ``workers`` processes.
 
-    ``client="sync"`` or ``workers=0`` (and no client, no scheduler) run in this process on dask's
-    synchronous scheduler.
+    ``client="sync"`` or ``workers=0`` (and no client, no scheduler, no cluster) run in this
+    process on dask's synchronous scheduler. A batch-system cluster's jobs are cancelled when the
+    block ends.
     """
     if client is not None and client != "sync":
         yield Executor(client, f"dask client {client.scheduler.address}", client.dashboard_link)
+        return
+    if cluster is not None:
+        spec = JobQueue(cluster) if isinstance(cluster, str) else cluster
+        if scheduler or workers:
+            raise ConfigError(f"--cluster {spec.system} starts its own workers: leave out --workers and --scheduler")
+        with _jobqueue_executor(spec) as ex:
+            yield ex
         return
     workers = local_workers(workers)
     if client == "sync" or (scheduler is None and not workers):
@@ -119,9 +183,9 @@ def open_executor(client: Any = None, *, workers: int | None = None,
             c.close()
         return
     with _workers_ignore_sigint():
-        cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
-    c = Client(cluster)
+        local = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
+                             dashboard_address=":0")
+    c = Client(local)
     here = logging.getLogger("distributed")
     level = here.level
     try:
@@ -135,7 +199,7 @@ def open_executor(client: Any = None, *, workers: int | None = None,
     finally:
         try:
             c.close()
-            cluster.close()
+            local.close()
         finally:
             here.setLevel(level)
 
@@ -169,6 +233,134 @@ def _quiet_workers(client: Any) -> None:
     cancelled task (the user pressed Ctrl-C; the CLI says how to continue)."""
     with contextlib.suppress(Exception):
         client.run(_silence_cancelled_tasks, wait=True)
+
+
+def jobqueue_cluster(system: str) -> Any:
+    """Start the dask-jobqueue cluster object of ``system`` from dask's ``jobqueue.<system>`` config.
+
+    Its scheduler runs in this process; no job is submitted yet (``cluster.job_script()`` shows
+    the script each job will run). Where the config leaves ``processes`` unset, each job runs one
+    single-threaded worker process per core (pydicom's work holds the GIL). The dashboard gets a
+    free port unless ``scheduler-options`` names one (a login node is shared).
+    """
+    cls = jobqueue_cluster_class(system)
+    conf = f"jobqueue.{system}"
+    # cores, memory and processes are pinned: dask-jobqueue re-reads them (and raises without
+    # them) whenever it makes a job, and the cluster may outlive the config it was started with
+    kwargs: dict[str, Any] = {k: dask.config.get(f"{conf}.{k}", None) for k in ("cores", "memory", "processes")}
+    if kwargs["cores"] and kwargs["processes"] is None:
+        kwargs["processes"] = int(kwargs["cores"])
+    options = dict(dask.config.get(f"{conf}.scheduler-options", None) or {})
+    options.setdefault("dashboard_address", ":0")
+    kwargs["scheduler_options"] = options
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"--cluster {system}: the dask-jobqueue settings are incomplete "
+                          f"({_first_line(exc)}); set {conf}.cores and {conf}.memory (and queue, account, "
+                          "walltime) in configs/jobqueue.yaml and pass it with --dask-config, or put it in "
+                          "~/.config/dask/") from None
+
+
+def check_jobqueue(cluster: JobQueue | str | None) -> JobQueue | None:
+    """Refuse, before anything is written, a batch-system run that cannot start (None: not one).
+
+    dask-jobqueue missing, the submit command (``sbatch``, ``qsub``) not on PATH, or no
+    ``cores`` / ``memory`` in the ``jobqueue.<system>`` config: a :class:`ConfigError` with the fix.
+    """
+    if cluster is None:
+        return None
+    spec = JobQueue(cluster) if isinstance(cluster, str) else cluster
+    jobqueue_cluster_class(spec.system)
+    _, submit, name = JOBQUEUE_SYSTEMS[spec.system]
+    if shutil.which(submit) is None:
+        raise ConfigError(f"--cluster {spec.system}: `{submit}` was not found on PATH; run deid-batch on a "
+                          f"{name} login node (or load its module, e.g. `module load {spec.system}`), or use "
+                          "--workers / --scheduler")
+    conf = f"jobqueue.{spec.system}"
+    unset = [k for k in ("cores", "memory") if dask.config.get(f"{conf}.{k}", None) in (None, "", 0)]
+    if unset:
+        raise ConfigError(f"--cluster {spec.system}: {' and '.join(f'{conf}.{k}' for k in unset)} not set; give "
+                          "the cores and memory of one job (and queue, account, walltime) in "
+                          "configs/jobqueue.yaml and pass it with --dask-config, or put it in ~/.config/dask/")
+    return spec
+
+
+@contextlib.contextmanager
+def _jobqueue_executor(spec: JobQueue) -> Iterator[Executor]:
+    """A dask-jobqueue cluster (scheduler in this process, workers in batch jobs) and its client."""
+    from distributed import Client
+
+    check_jobqueue(spec)
+    _, submit, name = JOBQUEUE_SYSTEMS[spec.system]
+    jq = jobqueue_cluster(spec.system)
+    try:
+        processes = int(jq._dummy_job.worker_processes)
+        if spec.adapt is not None:
+            low, high = spec.adapt
+            if low:
+                _submit_jobs(jq, low, spec.system, submit)
+            jq.adapt(minimum_jobs=low, maximum_jobs=high, Adaptive=_whole_jobs_adaptive())
+            jobs_text, planned = f"adaptive, {low} to {high} jobs", high * processes
+        else:
+            jobs = spec.jobs or 1
+            _submit_jobs(jq, jobs, spec.system, submit)
+            jobs_text, planned = f"{jobs} job{'s' if jobs > 1 else ''}", jobs * processes
+        c = Client(jq)  # type: ignore[no-untyped-call]
+    except BaseException:
+        jq.close()
+        raise
+    try:
+        yield Executor(c, f"{name} cluster via dask-jobqueue ({jobs_text} of {processes} worker process"
+                       f"{'es' if processes > 1 else ''}; queued jobs start when the batch system allows)",
+                       c.dashboard_link, planned_workers=planned)
+    finally:
+        c.close()  # type: ignore[no-untyped-call]
+        jq.close()  # cancels the jobs (scancel / qdel)
+
+
+def _whole_jobs_adaptive() -> Any:
+    """dask's Adaptive, with targets rounded up to whole jobs.
+
+    A job runs ``processes`` workers; a target below that (dask asks for 1 worker while none has
+    connected) makes Adaptive submit a job and cancel it again every few seconds, so none ever starts.
+    """
+    from distributed.deploy.adaptive import Adaptive
+
+    class WholeJobs(Adaptive):
+        async def target(self) -> int:
+            n = int(await super().target())  # type: ignore[no-untyped-call]
+            cluster: Any = self.cluster
+            per_job = max(1, int(cluster._dummy_job.worker_processes))
+            return math.ceil(n / per_job) * per_job
+
+    return WholeJobs
+
+
+def _submit_jobs(jq: Any, jobs: int, system: str, submit: str) -> None:
+    """Submit ``jobs`` jobs now, so a refused submission (bad queue, account) is an error, not a hang.
+
+    ``scale()`` would submit them in a background callback whose failure is only logged (and the
+    run would wait for workers forever); the specs are added here and submitted in the foreground.
+    """
+    while len(jq.worker_spec) < jobs:
+        jq.worker_spec.update(jq.new_worker_spec())
+    try:
+        jq.sync(jq._correct_state)
+    except RuntimeError as exc:
+        from distributed.core import Status
+
+        for job in jq.workers.values():  # the refused jobs never started: let close() pass them by
+            if getattr(job, "job_id", None) is None:
+                job.status = Status.failed
+        detail = str(exc).split("stderr:", 1)[-1].strip().splitlines()
+        raise ConfigError(f"--cluster {system}: `{submit}` refused the job"
+                          f"{': ' + detail[-1] if detail else ''}; check the queue/partition, account, cores, "
+                          f"memory and walltime in the jobqueue.{system} settings") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _one_by_one(executor: Executor, func: Callable[..., T], chunk: Sequence[Any], config: Any, i: int,
