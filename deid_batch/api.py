@@ -339,13 +339,38 @@ def _check_ids_cover(paths: list[str], keys_table: pa.Table, ids_name: str) -> i
     return missing
 
 
+def _keys_from_sources(paths: list[str], mapping: pa.Table, entity: str, item: str) -> pa.Table | None:
+    """The identifier keys read off a mapping that has a ``source`` per row covering every input."""
+    names = mapping.column_names
+    if "source" not in names or entity not in names or item not in names:
+        return None
+    sources = mapping.column("source").to_pylist()
+    if any(s is None for s in sources) or len(set(sources)) != len(sources):
+        return None
+    wanted = set(paths)
+    if not wanted <= set(sources):
+        return None
+    keep = [i for i, s in enumerate(sources) if s in wanted]
+    rows = mapping.take(pa.array(keep, pa.int64()))
+    return pa.table({"source": rows.column("source").cast(pa.string()),
+                     "entity_id": rows.column(entity).cast(pa.string()),
+                     "item_id": rows.column(item).cast(pa.string())})
+
+
 def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
                         entity: str, item: str, cfg: DeidConfig, ex: Executor,
                         report: ApplyReport, ids_name: str = "the identifiers table",
                         ) -> list[Mapping[str, Any] | None]:
-    """Each file's variables from the mapping join (scanning first if no identifiers were given)."""
+    """Each file's variables from the mapping join.
+
+    No mapping: no identifiers are needed and none are gathered. With a mapping but no identifiers
+    table, the keys come from the mapping's ``source`` column when it names every input (deid's
+    ``as_lookup`` dict carries each file's source), otherwise from a scan of the inputs.
+    """
     if mapping is None:
         return [None] * len(paths)
+    if keys_table is None:
+        keys_table = _keys_from_sources(paths, mapping, entity, item)
     if keys_table is None:
         ids_path = os.path.join(report.manifest, "_identifiers.parquet")
         logger.info("gathering identifiers of %d files for the mapping join", len(paths))
