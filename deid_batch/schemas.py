@@ -72,5 +72,8 @@ MANIFEST = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
         pa.field("partition", pa.int32(), nullable=False),
+        # how the output was encoded: "bytes" (input bytes copied, changed elements re-encoded),
+        # "pydicom" (the whole dataset converted and encoded), null when nothing was encoded
+        pa.field("writer", pa.string()),
     ]
 )

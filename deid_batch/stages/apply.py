@@ -20,10 +20,11 @@ from typing import Any
 import pyarrow as pa
 
 from deid_batch.dicom import reading
+from deid_batch.dicom.rewrite import read_input, rewrite
 from deid_batch.dicom.writing import Outcome, encode, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
-from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
 from deid_batch.stages.layout import output_path
@@ -47,12 +48,13 @@ class ApplyConfig:
     functions: tuple[tuple[str, Callable[..., Any]], ...] = ()
     #: the run's stamp (mtime of every output it writes; see :func:`~deid_batch.dicom.writing.write_atomic`)
     stamp_ns: int | None = None
+    byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
-         warnings: Sequence[str], partition: int) -> dict[str, Any]:
+         warnings: Sequence[str], partition: int, writer: str | None = None) -> dict[str, Any]:
     return {"source": source, "output": output, "status": status.value, "reason": reason,
-            "warnings": list(warnings), "partition": partition}
+            "warnings": list(warnings), "partition": partition, "writer": writer}
 
 
 def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
@@ -72,7 +74,8 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     character_set = ds.get("SpecificCharacterSet")
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
-                                    options=config.options, source=label)
+                                    options=config.options, source=label,
+                                    finish=not config.byte_writer)
     except DatasetError as exc:
         return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
     except Exception as exc:  # noqa: BLE001 - a recipe must never stop the run; no message (may hold values)
@@ -81,12 +84,23 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                     f"{Reason.DEID_ERROR.value}: unexpected {type(exc).__name__} while applying the recipe",
                     (), partition)
     warnings = result.warnings
-    try:
-        data = encode(result.dataset, character_set=character_set)
-    except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
-        return _row(source, None, Status.FAILED,
-                    f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
-                    f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
+    data, writer = None, "bytes"
+    if config.byte_writer:
+        original = read_input(source)
+        data = rewrite(result.dataset, original, character_set) if original is not None else None
+        if data is None:
+            try:
+                finish_dataset(result.dataset, label)
+            except DatasetError as exc:
+                return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
+    if data is None:
+        writer = "pydicom"
+        try:
+            data = encode(result.dataset, character_set=character_set)
+        except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
+            return _row(source, None, Status.FAILED,
+                        f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
+                        f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
     try:
         outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
@@ -94,8 +108,8 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                     f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
-                    warnings, partition)
-    return _row(source, out, Status.WRITTEN, None, warnings, partition)
+                    warnings, partition, writer)
+    return _row(source, out, Status.WRITTEN, None, warnings, partition, writer)
 
 
 def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) -> pa.RecordBatch:

@@ -60,6 +60,7 @@ class Summary:
     unmapped: int = 0
     unused_rows: int = 0
     not_in_ids: int = 0
+    by_writer: Counter[str] = field(default_factory=Counter)
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         self.total += batch.num_rows
@@ -70,6 +71,8 @@ class Summary:
         per_file = [len(w or ()) for w in batch.column("warnings").to_pylist()]
         self.warnings += sum(per_file)
         self.files_with_warnings += sum(1 for n in per_file if n)
+        if "writer" in batch.schema.names:
+            self.by_writer.update(w for w in batch.column("writer").to_pylist() if w)
 
     @property
     def failed(self) -> int:
@@ -88,6 +91,9 @@ class Summary:
             out.append(f"  no mapping row: {self.unmapped} files (var: lookups missing for these files)")
         if self.unused_rows:
             out.append(f"  mapping rows matching no file: {self.unused_rows}")
+        if self.by_writer:
+            out.append(f"  encoded: {self.by_writer.get('bytes', 0)} by the byte-level writer, "
+                       f"{self.by_writer.get('pydicom', 0)} by pydicom (fallback)")
         if self.warnings:
             out.append(f"  warnings: {self.warnings} on {self.files_with_warnings} files "
                        "(see the manifest's warnings column)")
