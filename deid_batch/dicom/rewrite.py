@@ -263,6 +263,18 @@ class _Rewriter:
             raise raw.Unsupported("non-ASCII text after a character set change")
 
 
+def _same_charset(data: bytes, record: raw.RawRecord | None, kept: Any) -> bool:
+    """SpecificCharacterSet of the output equals the input's (both absent counts as equal)."""
+    if record is None or kept is None:
+        return record is None and kept is None
+    if isinstance(kept, RawDataElement):
+        return kept.value_tell == record.value_start and kept.length == record.length
+    original = bytes(data[record.value_start:record.end]).decode("ascii").rstrip(" \x00").split("\\")
+    value = kept.value
+    current = [value] if isinstance(value, str) else list(value or ())
+    return original == current if current else original == [""]
+
+
 def read_input(path: str) -> bytes | None:
     """The bytes of a regular input file, read-only (None if it is not one any more)."""
     try:
@@ -308,9 +320,7 @@ def _rewrite(ds: Dataset, data: bytes, character_set: Any) -> bytes | None:
     records = raw.walk(data, offset, len(data), implicit=implicit)
     charset_record = next((r for r in records if r.tag == _CHARSET), None)
     kept = ds._dict.get(_CHARSET)
-    unchanged = (charset_record is None and kept is None) or (
-        isinstance(kept, RawDataElement) and charset_record is not None
-        and kept.value_tell == charset_record.value_start)
+    unchanged = _same_charset(data, charset_record, kept)
     rewriter = _Rewriter(data, implicit, ds.get("SpecificCharacterSet", "iso8859"),
                          ascii_only=not unchanged, compressed=bool(syntax.is_compressed))
     body = _Out(rewriter.view)
