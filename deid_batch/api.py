@@ -457,11 +457,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               functions: Mapping[str, Callable[..., Any]] | None = None, manifest: str | None = None,
               resume: bool = False, key_file: str | None = None, partition: int | None = None,
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
-              collect_outputs: bool = True) -> ApplyReport:
+              collect_outputs: bool = True, byte_writer: bool = True) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
-    recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
+    recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`). ``byte_writer=False``
+    encodes every output with pydicom (the reference path; same bytes, slower): for benchmarks
+    and comparisons only.
     """
     parsed: Recipe = load_recipe(recipe, base=base)
     cfg = load_config(config)
@@ -517,7 +519,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                                         ids_name=_ids_name(ids))
         items = list(zip(paths, rows_vars))
         apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
-                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp)
+                                   tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
+                                   byte_writer=byte_writer)
         total, done = len(items), 0
         for i in sorted(done_parts):
             part = store.read_part(i)
@@ -558,11 +561,12 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
     Extra keyword arguments (``workers``, ``scheduler``, ``manifest``, ``resume``, ``key_file``,
-    ``partition``, ``progress``) are those of :func:`run_apply`.
+    ``partition``, ``progress``, ``byte_writer``) are those of :func:`run_apply`.
     """
     if recipe is not None and deid is not None:
         raise ConfigError("give the recipe once: recipe= or deid=, not both")
-    unknown = set(kwargs) - {"workers", "scheduler", "manifest", "resume", "key_file", "partition", "progress"}
+    unknown = set(kwargs) - {"workers", "scheduler", "manifest", "resume", "key_file", "partition", "progress",
+                             "byte_writer"}
     if unknown:
         raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,

@@ -40,7 +40,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.uid import UID
@@ -329,10 +329,25 @@ def _rewrite(ds: Dataset, data: bytes, character_set: Any) -> bytes | None:
     for _ in meta:  # the engine converts the file meta before today's writer sees it
         pass
     _rebuild_file_meta(ds)
+    ds.preamble = _PREFIX[:128]
+    del character_set  # a changed character set only passes with ASCII text: nothing to restore
+    return b"".join([_PREFIX, _file_meta(ds.file_meta), *chunks])
+
+
+def _file_meta(meta: Dataset) -> bytes:
+    """The file meta as ``write_file_meta_info(..., enforce_standard=False)`` writes it: every
+    element in tag order, the group length (when present) set to the bytes that follow it."""
+    tags = sorted(meta._dict)
+    if any(int(t) >> 16 != 2 for t in tags):
+        raise raw.Unsupported("a file meta element outside group 0002")
     fp = DicomBytesIO()
     fp.is_little_endian = True
     fp.is_implicit_VR = False
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=False)
-    ds.preamble = _PREFIX[:128]
-    del character_set  # a changed character set only passes with ASCII text: nothing to restore
-    return b"".join([_PREFIX, fp.getvalue(), *chunks])
+    for tag in tags:
+        write_data_element(fp, meta[tag])
+    data = fp.getvalue()
+    if tags and tags[0] == 0x00020000:
+        if data[4:8] != b"UL\x04\x00":
+            raise raw.Unsupported("a file meta group length that is not a UL")
+        data = data[:8] + _U32.pack(len(data) - 12) + data[12:]
+    return data
