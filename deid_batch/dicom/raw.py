@@ -19,7 +19,7 @@ Pure functions over ``bytes``; no pydicom import, no state.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["UNDEFINED", "RawItem", "RawRecord", "Unsupported", "items_of", "walk", "walk_file"]
 
@@ -37,8 +37,7 @@ class Unsupported(Exception):
     """The bytes are not in a form the walker reads exactly as pydicom does (say why, no value)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     """One element as it sits in the bytes (offsets are absolute in the walked buffer)."""
 
     tag: int
@@ -49,8 +48,7 @@ class RawRecord:
     end: int  # first byte after the element (after its delimiter for undefined lengths)
 
 
-@dataclass(frozen=True, slots=True)
-class RawItem:
+class RawItem(NamedTuple):
     """One sequence item: its header, its content span and how its length was written."""
 
     start: int

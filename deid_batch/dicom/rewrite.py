@@ -43,6 +43,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as PydicomSequence
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
@@ -319,7 +320,7 @@ def _rewrite(ds: Dataset, data: bytes, character_set: Any) -> bytes | None:
     _meta_records, offset = raw.walk_file(data)
     records = raw.walk(data, offset, len(data), implicit=implicit)
     charset_record = next((r for r in records if r.tag == _CHARSET), None)
-    kept = ds._dict.get(_CHARSET)
+    kept = ds._dict.get(BaseTag(_CHARSET))
     unchanged = _same_charset(data, charset_record, kept)
     rewriter = _Rewriter(data, implicit, ds.get("SpecificCharacterSet", "iso8859"),
                          ascii_only=not unchanged, compressed=bool(syntax.is_compressed))
