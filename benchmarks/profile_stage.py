@@ -31,12 +31,15 @@ GROUPS = (
     ("pydicom/valuerep", "pydicom value types"),
     ("pydicom/tag", "pydicom tags"),
     ("pydicom/", "pydicom other"),
-    ("deid_batch/engine", "deid_batch engine"),
+    ("deid_batch/recipe/engine", "deid_batch engine"),
+    ("deid_batch/recipe/fields", "deid_batch field index"),
     ("deid_batch/recipe", "deid_batch recipe"),
-    ("deid_batch/scan", "deid_batch scan"),
-    ("deid_batch/apply", "deid_batch apply"),
-    ("deid_batch/writing", "deid_batch writing"),
-    ("deid_batch/reading", "deid_batch reading"),
+    ("deid_batch/stages/scan", "deid_batch scan"),
+    ("deid_batch/stages/apply", "deid_batch apply"),
+    ("deid_batch/dicom/raw", "deid_batch raw walker"),
+    ("deid_batch/dicom/rewrite", "deid_batch byte-level writer"),
+    ("deid_batch/dicom/writing", "deid_batch writing"),
+    ("deid_batch/dicom/reading", "deid_batch reading"),
     ("deid_batch/", "deid_batch other"),
     ("pyarrow", "pyarrow"),
     ("dask/", "dask"),
@@ -56,12 +59,20 @@ def group_of(filename: str, funcname: str) -> str:
     return "other Python"
 
 
-def breakdown(files: list[str], out: Path) -> dict[str, float]:
-    """Milliseconds per file of each step of one apply worker, timed without a profiler.
+BYTE_STEPS = ("read", "deidentify (survivors left raw)", "byte-level write (input bytes + rewrite)",
+              "write")
+REFERENCE_STEPS = ("reference: deidentify (survivors converted)", "reference: encode (pydicom)")
+FLOOR_STEPS = ("pydicom dcmread", "pydicom dcmwrite (BytesIO)", "pydicom header-only dcmread")
 
-    Uses the stage functions a worker calls (``reading.read_dataset``,
-    ``engine.deidentify_dataset``, ``writing.encode``, ``writing.write_atomic``) and, for the
-    floors, the same files through plain pydicom.
+
+def breakdown(files: list[str], out: Path, recipe_name: str = "dicom") -> tuple[dict[str, float], int]:
+    """Milliseconds per file of each step of one apply worker, timed without a profiler, and
+    how many files the byte-level writer declined (pydicom fallback).
+
+    Uses the functions a worker calls (``reading.read_dataset``, ``engine.deidentify_dataset``
+    with ``finish=False``, ``rewrite.read_input`` + ``rewrite.rewrite`` (falling back to
+    ``finish_dataset`` + ``writing.encode``), ``writing.write_atomic``); then the same file
+    through the reference path (every element converted, ``encode``) and plain pydicom.
     """
     import io
     import os
@@ -69,45 +80,50 @@ def breakdown(files: list[str], out: Path) -> dict[str, float]:
     from pydicom import dcmread
 
     from deid_batch.dicom.reading import read_dataset
+    from deid_batch.dicom.rewrite import read_input, rewrite
     from deid_batch.dicom.writing import encode, write_atomic
-    from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+    from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
     from deid_batch.recipe.parse import load_recipe
 
-    recipe = load_recipe("dicom")
-    options = EngineOptions()
-    steps = dict.fromkeys(
-        (
-            "read",
-            "deidentify",
-            "encode",
-            "write",
-            "pydicom dcmread",
-            "pydicom dcmwrite (BytesIO)",
-            "pydicom header-only dcmread",
-        ),
-        0.0,
-    )
+    recipe = load_recipe(None if recipe_name == "default" else recipe_name)
+    options = EngineOptions(uid_key=b"profile-stage-key-0123456789abcd")
+    steps = dict.fromkeys(BYTE_STEPS + REFERENCE_STEPS + FLOOR_STEPS, 0.0)
+    fallbacks = 0
     out.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter
     for i, f in enumerate(files):
+        name = os.path.basename(f)
         t0 = clock()
         ds = read_dataset(f)
+        charset = ds.get("SpecificCharacterSet")
         t1 = clock()
-        result = deidentify_dataset(ds, recipe, None, options=options, source=os.path.basename(f))
+        result = deidentify_dataset(ds, recipe, None, options=options, source=name, finish=False)
         t2 = clock()
-        data = encode(result.dataset)
+        original = read_input(f)
+        data = rewrite(result.dataset, original, charset) if original is not None else None
+        if data is None:
+            fallbacks += 1
+            finish_dataset(result.dataset, name)
+            data = encode(result.dataset, character_set=charset)
         t3 = clock()
         write_atomic(str(out / f"{i:06d}.dcm"), data, overwrite=True)
         t4 = clock()
-        plain = dcmread(f)
+        ref = read_dataset(f)
         t5 = clock()
-        plain.save_as(io.BytesIO())
+        ref_result = deidentify_dataset(ref, recipe, None, options=options, source=name)
         t6 = clock()
-        dcmread(f, stop_before_pixels=True)
+        encode(ref_result.dataset, character_set=charset)
         t7 = clock()
-        for key, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6), strict=True):
+        plain = dcmread(f)
+        t8 = clock()
+        plain.save_as(io.BytesIO())
+        t9 = clock()
+        dcmread(f, stop_before_pixels=True)
+        t10 = clock()
+        spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5, t7 - t6, t8 - t7, t9 - t8, t10 - t9)
+        for key, dt in zip(steps, spans, strict=True):
             steps[key] += dt
-    return {k: v / len(files) * 1e3 for k, v in steps.items()}
+    return {k: v / len(files) * 1e3 for k, v in steps.items()}, fallbacks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=1000)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--breakdown", action="store_true", help="ms/file per apply step, no profiler (apply only)")
+    p.add_argument("--recipe", default="dicom", help="recipe of --breakdown (deid's name, a path, or 'default')")
     p.add_argument("--work", type=Path, default=RESULTS / "work")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -127,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     out = args.work / "profile-out"
     clean(out)
     if args.breakdown:
-        breakdown(files[: min(200, len(files))], out)  # warm-up
-        steps = breakdown(files, out)
+        breakdown(files[: min(200, len(files))], out, args.recipe)  # warm-up
+        steps, fallbacks = breakdown(files, out, args.recipe)
         shutil.rmtree(out, ignore_errors=True)
-        print(f"apply steps on {len(files)} {args.pixels}-pixel files, ms per file (one process):")
+        print(f"apply steps on {len(files)} {args.pixels}-pixel files, recipe {args.recipe}, ms per "
+              f"file (one process); byte-level writer declined {fallbacks} ({fallbacks / len(files):.1%}):")
         for key, ms in steps.items():
-            print(f"  {key:<30} {ms:7.3f}")
-        worker = sum(steps[k] for k in ("read", "deidentify", "encode", "write"))
-        print(f"  {'= deid-batch worker total':<30} {worker:7.3f}  ({1e3 / worker:,.0f} files/s)")
+            print(f"  {key:<46} {ms:7.3f}")
+        worker = sum(steps[k] for k in BYTE_STEPS)
+        ref = steps["read"] + sum(steps[k] for k in REFERENCE_STEPS) + steps["write"]
+        floor = steps["pydicom dcmread"] + steps["pydicom dcmwrite (BytesIO)"]
+        print(f"  {'= worker, byte-level writer':<46} {worker:7.3f}  ({1e3 / worker:,.0f} files/s)")
+        print(f"  {'= worker, reference pydicom path':<46} {ref:7.3f}  ({1e3 / ref:,.0f} files/s)")
+        print(f"  {'= pydicom read + write (floor)':<46} {floor:7.3f}  ({1e3 / floor:,.0f} files/s)")
         return 0
     if args.stage == "apply":
 

@@ -152,6 +152,8 @@ def batch_apply(files: list[str], args: argparse.Namespace) -> dict[str, Any]:
             client=client,
             overwrite=True,
         )
+        if args.writer == "pydicom":
+            kwargs["byte_writer"] = False
         t0 = time.perf_counter()
         result = replace_identifiers(files, **kwargs)
         seconds = time.perf_counter() - t0
@@ -164,7 +166,25 @@ def batch_apply(files: list[str], args: argparse.Namespace) -> dict[str, Any]:
         "startup_seconds": startup,
         "written": written,
         "result_type": type(result).__name__,
+        "writers": _writers(args.out),
     }
+
+
+def _writers(out: str) -> dict[str, int]:
+    """How the outputs were encoded (manifest ``writer`` column): byte-level vs pydicom."""
+    try:
+        from deid_batch import read_manifest
+
+        table = read_manifest(out.rstrip(os.sep) + ".manifest")
+    except Exception:  # noqa: BLE001 - an older deid_batch without the column
+        return {}
+    if "writer" not in table.column_names:
+        return {}
+    counts: dict[str, int] = {}
+    for w in table.column("writer").to_pylist():
+        if w:
+            counts[w] = counts.get(w, 0) + 1
+    return counts
 
 
 STAGES = {
@@ -185,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--recipe", default="dicom")
+    parser.add_argument("--writer", choices=("bytes", "pydicom"), default="bytes",
+                        help="apply: the byte-level writer (default) or the pydicom reference path")
     args = parser.parse_args(argv)
     files = Path(args.list).read_text().split("\n")
     files = [f for f in files if f]

@@ -470,13 +470,38 @@ def _check_ids_cover(paths: list[str], keys_table: pa.Table, ids_name: str) -> i
     return missing
 
 
+def _keys_from_sources(paths: list[str], mapping: pa.Table, entity: str, item: str) -> pa.Table | None:
+    """The identifier keys read off a mapping that has a ``source`` per row covering every input."""
+    names = mapping.column_names
+    if "source" not in names or entity not in names or item not in names:
+        return None
+    sources = mapping.column("source").to_pylist()
+    if any(s is None for s in sources) or len(set(sources)) != len(sources):
+        return None
+    wanted = set(paths)
+    if not wanted <= set(sources):
+        return None
+    keep = [i for i, s in enumerate(sources) if s in wanted]
+    rows = mapping.take(pa.array(keep, pa.int64()))
+    return pa.table({"source": rows.column("source").cast(pa.string()),
+                     "entity_id": rows.column(entity).cast(pa.string()),
+                     "item_id": rows.column(item).cast(pa.string())})
+
+
 def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
                         entity: str, item: str, cfg: DeidConfig, ex: Executor,
                         report: ApplyReport, ids_name: str = "the identifiers table",
                         ) -> list[Mapping[str, Any] | None]:
-    """Each file's variables from the mapping join (scanning first if no identifiers were given)."""
+    """Each file's variables from the mapping join.
+
+    No mapping: no identifiers are needed and none are gathered. With a mapping but no identifiers
+    table, the keys come from the mapping's ``source`` column when it names every input (deid's
+    ``as_lookup`` dict carries each file's source), otherwise from a scan of the inputs.
+    """
     if mapping is None:
         return [None] * len(paths)
+    if keys_table is None:
+        keys_table = _keys_from_sources(paths, mapping, entity, item)
     if keys_table is None:
         ids_path = os.path.join(report.manifest, "_identifiers.parquet")
         logger.info("gathering identifiers of %d files for the mapping join", len(paths))
@@ -575,11 +600,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True, write_no_pixel_data: bool = False,
               clean_pixels: bool = False, flagged: str = "skip", decompress_pixels: bool = False,
-              ) -> ApplyReport:
+              byte_writer: bool = True) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
-    recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`).
+    recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`). ``byte_writer=False``
+    encodes every output with pydicom (the reference path; same bytes, slower): for benchmarks
+    and comparisons only.
     ``write_no_pixel_data``: write image storage objects without pixel data (header-only, or cut
     at an element boundary) with a manifest warning; by default they are ``skipped/no-pixel-data``.
 
@@ -651,7 +678,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
-                                       write_no_pixel_data=write_no_pixel_data, pixels=pixels)
+                                       write_no_pixel_data=write_no_pixel_data, pixels=pixels,
+                                       byte_writer=byte_writer)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
@@ -696,12 +724,12 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
     Extra keyword arguments (``workers``, ``scheduler``, ``cluster``, ``manifest``, ``resume``,
-    ``key_file``, ``partition``, ``progress``) are those of :func:`run_apply`.
+    ``key_file``, ``partition``, ``progress``, ``byte_writer``) are those of :func:`run_apply`.
     """
     if recipe is not None and deid is not None:
         raise ConfigError("give the recipe once: recipe= or deid=, not both")
     unknown = set(kwargs) - {"workers", "scheduler", "cluster", "manifest", "resume", "key_file", "partition",
-                             "progress"}
+                             "progress", "byte_writer"}
     if unknown:
         raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,

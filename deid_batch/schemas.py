@@ -89,6 +89,9 @@ MANIFEST = pa.schema(
         # the output's SOPInstanceUID (null when not written or absent): outputs that share one
         # are reported at the end of the run (a recipe such as deid's docs example can collide)
         pa.field("sop_instance_uid", pa.string()),
+        # how the output was encoded: "bytes" (input bytes copied, changed elements re-encoded),
+        # "pydicom" (the whole dataset converted and encoded), null when nothing was encoded
+        pa.field("writer", pa.string()),
     ]
 )
 

@@ -62,7 +62,7 @@ def run(tmp_path: Path):
     rows = {"source": [str(s) for s in sources], "output": [str(o) for o in outs],
             "status": ["written"] * 5, "reason": [None] * 5, "warnings": [[]] * 5,
             "partition": [0] * 5, "mapped": [None] * 5,
-            "sop_instance_uid": [None] * 5}
+            "sop_instance_uid": [None] * 5, "writer": ["bytes"] * 5}
     pq.write_table(pa.Table.from_pydict(rows, schema=MANIFEST), manifest / "part-000000.parquet")
     return sources, outs, ids_path, tmp_path / "out", manifest
 

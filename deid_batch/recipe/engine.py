@@ -38,6 +38,7 @@ import pydicom
 from pydicom import config as pydicom_config
 from pydicom.datadict import (  # type: ignore[attr-defined]
     DicomDictionary,
+    dictionary_VR,
     keyword_dict,
     keyword_for_tag,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "EngineResult",
     "deidentify_dataset",
     "deidentify_dataset_generic",
+    "finish_dataset",
     "plan_of",
     "private_tags_warning",
 ]
@@ -202,8 +204,9 @@ class _Run:
 
     def __init__(self, ds: Dataset, recipe: Recipe, variables: Mapping[str, Any],
                  functions: Mapping[str, Callable[..., Any]], options: EngineOptions,
-                 source: str, fast: bool = True) -> None:
+                 source: str, fast: bool = True, finish: bool = True) -> None:
         self.ds = ds
+        self.finish = finish
         self.recipe = recipe
         self.options = options
         self.source = source
@@ -245,15 +248,9 @@ class _Run:
             self.perform(action)
         self.action = None
         if self.options.remove_private:
-            self.ds.remove_private_tags()
-        # deid converts every element while indexing; we convert only what survived the recipe
-        # (elements removed while still raw never cost a conversion), so the written bytes match.
-        for _ in self.ds.iterall():
-            pass
-        meta = getattr(self.ds, "file_meta", None)
-        if meta is not None:
-            for _ in meta:
-                pass
+            _remove_private(self.ds)
+        if self.finish:
+            _convert_survivors(self.ds)
 
     def _build(self) -> None:
         """KEEP uids, the field index and the %values/%fields lists (deid's parse start)."""
@@ -677,6 +674,61 @@ def _whitelist_flags(plan: Whitelist, container: Dataset, tag: BaseTag, skip: fr
     return flag
 
 
+def _may_hold_items(element: RawDataElement) -> bool:
+    """A raw element pydicom could turn into a sequence (so private tags may sit below it)."""
+    vr = element.VR
+    if vr is None:
+        if element.length == 0xFFFFFFFF:
+            return True
+        try:
+            vr = dictionary_VR(element.tag)
+        except KeyError:
+            return True
+    return vr in ("SQ", "UN") or len(vr) != 2
+
+
+def _remove_private(ds: Dataset) -> None:
+    """pydicom's ``remove_private_tags`` without converting the public elements it keeps.
+
+    Like pydicom's walk, each private element is converted before it is deleted (a value pydicom
+    cannot convert fails the dataset as it does there); public elements stay raw unless they may
+    hold items. The elements left raw are converted later (or copied by the byte-level writer).
+    """
+    for tag in sorted(ds.keys()):
+        element = ds.get_item(tag)
+        if tag.is_private:
+            ds[tag]  # noqa: B018 - convert first, as pydicom's walk does
+            del ds[tag]
+            continue
+        if isinstance(element, RawDataElement) and not _may_hold_items(element):
+            continue
+        converted = ds[tag]
+        if converted.VR == "SQ":
+            for item in converted.value:
+                _remove_private(item)
+
+
+def _convert_survivors(ds: Dataset) -> None:
+    """deid converts every element while indexing; we convert only what survived the recipe
+    (elements removed while still raw never cost a conversion), so the written bytes match."""
+    for _ in ds.iterall():
+        pass
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for _ in meta:
+            pass
+
+
+def finish_dataset(ds: pydicom.Dataset, source: str | None = None) -> None:
+    """Convert what ``deidentify_dataset(..., finish=False)`` left raw, failing exactly as
+    :func:`deidentify_dataset` fails on a value pydicom cannot convert."""
+    try:
+        _convert_survivors(ds)
+    except Exception as exc:  # noqa: BLE001 - any failure is this dataset's failure
+        raise DatasetError("deid-error", f"{source or '<dataset>'}: removing private tags: failed "
+                           f"with {type(exc).__name__} (the value is not shown)") from None
+
+
 def _reach(items: list[Dataset], skip: frozenset[str]) -> None:
     """Convert what :func:`build_index` converts below ``items`` (breadth-first, same order)."""
     queue = list(items)
@@ -708,7 +760,8 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
                        variables: Mapping[str, Any] | None = None, *,
                        functions: Mapping[str, Callable[..., Any]] | None = None,
                        options: EngineOptions | None = None,
-                       source: str | None = None, base: Any = DEFAULT_BASE) -> EngineResult:
+                       source: str | None = None, base: Any = DEFAULT_BASE,
+                       finish: bool = True) -> EngineResult:
     """Apply the header recipe to ``ds`` in place, as deid 0.4.13 does (with our deviations).
 
     Parameters
@@ -727,6 +780,10 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
     options : EngineOptions, optional
     source : str, optional
         The file name used in warnings and errors.
+    finish : bool
+        Convert every surviving element (as deid does, so a value pydicom cannot convert fails
+        here). ``False`` leaves untouched elements raw for the byte-level writer
+        (:mod:`deid_batch.dicom.rewrite`); :func:`finish_dataset` does the rest if it declines.
 
     Returns
     -------
@@ -740,7 +797,8 @@ def deidentify_dataset(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
         ``reason="deid-error"`` when this dataset cannot be de-identified; the message names the
         source, the recipe line and the action, never a header value.
     """
-    return _deidentify(ds, recipe, variables, functions, options, source, fast=True, base=base)
+    return _deidentify(ds, recipe, variables, functions, options, source, fast=True, base=base,
+                       finish=finish)
 
 
 def deidentify_dataset_generic(ds: pydicom.Dataset, recipe: Recipe | str | None = None,
@@ -758,10 +816,10 @@ def _deidentify(ds: pydicom.Dataset, recipe: Recipe | str | None,
                 variables: Mapping[str, Any] | None,
                 functions: Mapping[str, Callable[..., Any]] | None,
                 options: EngineOptions | None, source: str | None, *, fast: bool,
-                base: Any = DEFAULT_BASE) -> EngineResult:
+                base: Any = DEFAULT_BASE, finish: bool = True) -> EngineResult:
     rec = recipe if isinstance(recipe, Recipe) and recipe.resolved else load_recipe(recipe, base=base)
     run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
-               source or "<dataset>", fast)
+               source or "<dataset>", fast, finish)
     try:
         run.execute()
     except DatasetError as exc:

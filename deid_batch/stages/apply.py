@@ -23,10 +23,11 @@ from typing import Any
 import pyarrow as pa
 
 from deid_batch.dicom import reading
+from deid_batch.dicom.rewrite import read_input, rewrite
 from deid_batch.dicom.writing import Outcome, encode, unencodable_element, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
-from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
 from deid_batch.stages.layout import output_path
@@ -56,12 +57,14 @@ class ApplyConfig:
     write_no_pixel_data: bool = False
     #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
     pixels: PixelConfig | None = None
+    byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
-         warnings: Sequence[str], partition: int, uid: str | None = None) -> dict[str, Any]:
+         warnings: Sequence[str], partition: int, uid: str | None = None,
+         writer: str | None = None) -> dict[str, Any]:
     return {"source": source, "output": output, "status": status.value, "reason": reason,
-            "warnings": list(warnings), "partition": partition, "sop_instance_uid": uid}
+            "warnings": list(warnings), "partition": partition, "sop_instance_uid": uid, "writer": writer}
 
 
 def _sop_instance_uid(ds: Any) -> str | None:
@@ -91,7 +94,8 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, pixels.stop[0], pixels.stop[1], pixels.warnings, partition)
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
-                                    options=config.options, source=label)
+                                    options=config.options, source=label,
+                                    finish=not config.byte_writer)
     except DatasetError as exc:
         return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
     except Exception as exc:  # noqa: BLE001 - a recipe must never stop the run; no message (may hold values)
@@ -104,11 +108,23 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         warnings.append(f"{label}: {Reason.NO_PIXEL_DATA.value}: written because write_no_pixel_data is "
                         "set; an image storage object without pixel data is a header-only object or a "
                         "file cut exactly at an element boundary")
-    try:
-        data = encode(result.dataset, character_set=character_set, sop_class=sop_class,
-                      instance_seed=label)
-    except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
-        return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
+    data, writer = None, "bytes"
+    if config.byte_writer:
+        original = read_input(source)
+        data = (rewrite(result.dataset, original, character_set, sop_class=sop_class, instance_seed=label)
+                if original is not None else None)
+        if data is None:
+            try:
+                finish_dataset(result.dataset, label)
+            except DatasetError as exc:
+                return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
+    if data is None:
+        writer = "pydicom"
+        try:
+            data = encode(result.dataset, character_set=character_set, sop_class=sop_class,
+                          instance_seed=label)
+        except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
+            return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
     try:
         outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
@@ -117,8 +133,8 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
-                    warnings, partition)
-    return _row(source, out, Status.WRITTEN, None, warnings, partition, uid)
+                    warnings, partition, uid, writer)
+    return _row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer)
 
 
 def _write_error(ds: Any, exc: Exception) -> str:

@@ -65,6 +65,7 @@ class Summary:
     not_in_ids: int = 0
     shared_uids: int = 0  # SOPInstanceUIDs that more than one output of the run ends with
     shared_uid_outputs: int = 0  # outputs that end with such a SOPInstanceUID
+    by_writer: Counter[str] = field(default_factory=Counter)
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         self.total += batch.num_rows
@@ -75,6 +76,8 @@ class Summary:
         per_file = [len(w or ()) for w in batch.column("warnings").to_pylist()]
         self.warnings += sum(per_file)
         self.files_with_warnings += sum(1 for n in per_file if n)
+        if "writer" in batch.schema.names:
+            self.by_writer.update(w for w in batch.column("writer").to_pylist() if w)
 
     @property
     def failed(self) -> int:
@@ -93,6 +96,9 @@ class Summary:
             out.append(f"  no mapping row: {self.unmapped} files (var: lookups missing for these files)")
         if self.unused_rows:
             out.append(f"  mapping rows matching no file: {self.unused_rows}")
+        if self.by_writer:
+            out.append(f"  encoded: {self.by_writer.get('bytes', 0)} by the byte-level writer, "
+                       f"{self.by_writer.get('pydicom', 0)} by pydicom (fallback)")
         if self.warnings:
             out.append(f"  warnings: {self.warnings} on {self.files_with_warnings} files "
                        "(see the manifest's warnings column)")

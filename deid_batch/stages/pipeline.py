@@ -4,11 +4,13 @@ discover -> scan (workers) -> identifiers table -> mapping join -> apply (worker
 This module only partitions work with a dask bag, ships partitions to workers through the chosen
 scheduler and yields partition results back as they finish; the stage modules hold the work.
 
-Partitioning rule: a partition carries ``ceil(n / 64)`` files, at least 1 and at most 500 (see
-:func:`partition_size`). With a dask.distributed per-task overhead of a few milliseconds and 5-40 ms
-of work per file, 500 files make a task of several seconds, so the scheduler overhead stays below 1%
-while a 64-partition floor keeps every worker busy on small runs. The size depends on the number of
-files only, never on the number of workers, so a resumed run sees the same partitions. At most
+Partitioning rule: a partition carries ``ceil(n / 64)`` files, at least 50 and at most 500 (see
+:func:`partition_size`; a run of fewer than 50 files is one partition). The measured per-task cost
+is 17-30 worker-ms against 0.3-3 ms of work per file: 500 files keep the scheduling share at a few
+percent on big runs, 64 partitions keep every worker busy with a short tail on mid-size runs, and
+the 50-file floor keeps small runs off the steep part of the partition-size curve (-9% at 50 files
+per task, -14% at 25, benchmarks/SCALING.md). The size depends on the number of files only, never
+on the number of workers, so a resumed run sees the same partitions. At most
 four partitions per worker are in flight at a time (a sliding window), so neither the scheduler
 nor the client ever holds more than a few thousand files' worth of tasks.
 
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PARTITION = 500
+MIN_PARTITION = 50
 MIN_PARTITIONS = 64
 IN_FLIGHT_PER_WORKER = 4
 #: A local cluster gets at most this many worker processes per core: the work is CPU-bound, so
@@ -71,12 +74,16 @@ def local_workers(workers: int | None) -> int | None:
 
 
 def partition_size(n_files: int, requested: int | None = None) -> int:
-    """Files per partition for ``n_files`` inputs (``requested`` overrides the rule)."""
+    """Files per partition for ``n_files`` inputs (``requested`` overrides the rule).
+
+    ``ceil(n_files / 64)`` clamped to [50, 500]: a function of ``n_files`` only, so ``--resume``
+    sees the same partitions whatever the cluster.
+    """
     if requested is not None:
         if requested < 1:
             raise ConfigError(f"partition size {requested}: give at least 1 file per partition")
         return int(requested)
-    return max(1, min(MAX_PARTITION, math.ceil(n_files / MIN_PARTITIONS)))
+    return max(MIN_PARTITION, min(MAX_PARTITION, math.ceil(n_files / MIN_PARTITIONS)))
 
 
 #: ``--cluster`` names of the batch systems, with their dask-jobqueue class and submit command.

@@ -1,0 +1,218 @@
+"""The byte-level writer against the pydicom path: equal bytes on every archive kind and recipe.
+
+Each input is de-identified twice through the worker function (``process_file``): once with the
+byte-level writer (input bytes copied, changed elements re-encoded) and once with the reference
+path (every element converted, ``writing.encode``). Manifest rows and output bytes must be equal.
+Archive kinds: every ``deid_batch.synth`` variant (small / CT pixels, four modalities, with and
+without private blocks and sequences) and transcodings of them written the way other software
+writes files (implicit VR, undefined-length sequences and items, encapsulated pixel data,
+padding pydicom does not write itself, group length elements), plus deid-data's sample files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import deid_data
+import pydicom
+import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
+
+from deid_batch.dicom import raw
+from deid_batch.dicom.rewrite import rewrite
+from deid_batch.recipe.engine import EngineOptions
+from deid_batch.recipe.parse import load_recipe
+from deid_batch.stages.apply import ApplyConfig, process_file
+from deid_batch.synth import generate_archive
+
+RECIPES = ["dicom", "dicom.ultrasound", "dicom.xray.chest", None]  # None: our default
+SAMPLES = os.path.join(os.path.dirname(deid_data.__file__), "data")
+KEY = b"byte-writer-test-key-0123456789ab"
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _rewrite_files(files: list[Path], change) -> None:  # type: ignore[no-untyped-def]
+    for path in files:
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _implicit(ds: pydicom.Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+
+
+def _undefined_lengths(ds: pydicom.Dataset) -> None:
+    for elem in ds.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+
+
+def _encapsulated(ds: pydicom.Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([bytes(ds.PixelData[: len(ds.PixelData) // 2]),
+                                bytes(ds.PixelData[len(ds.PixelData) // 2:])])
+
+
+def _odd_padding(ds: pydicom.Dataset) -> None:
+    """Values as some writers pad them: pydicom's convert-then-write changes their bytes."""
+    ds._dict[pydicom.tag.Tag(0x00081030)] = RawDataElement(
+        pydicom.tag.Tag(0x00081030), "LO", 6, b"HEAD  ", 0, False, True)  # two pad spaces
+    ds._dict[pydicom.tag.Tag(0x00200013)] = RawDataElement(
+        pydicom.tag.Tag(0x00200013), "IS", 4, b" 12 ", 0, False, True)  # leading space
+    ds._dict[pydicom.tag.Tag(0x00080060)] = RawDataElement(
+        pydicom.tag.Tag(0x00080060), "CS", 4, b"CT\x00\x00", 0, False, True)  # NUL padded
+    ds._dict[pydicom.tag.Tag(0x00280030)] = RawDataElement(
+        pydicom.tag.Tag(0x00280030), "DS", 8, b"0.5 \\0.5", 0, False, True)  # space in a value
+    ds._dict[pydicom.tag.Tag(0x00100000)] = RawDataElement(  # a group length (not written)
+        pydicom.tag.Tag(0x00100000), "UL", 4, b"\x00\x00\x00\x00", 0, False, True)
+
+
+KINDS = {
+    "small": {},
+    "ct": {"pixels": "ct"},
+    "no-private": {"private": False},
+    "no-sequences": {"sequences": False},
+    "implicit-vr": {"change": _implicit},
+    "undefined-lengths": {"change": _undefined_lengths},
+    "implicit-undefined": {"change": lambda ds: (_implicit(ds), _undefined_lengths(ds))},
+    "encapsulated": {"change": _encapsulated},
+    "odd-padding": {"change": _odd_padding},
+}
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    base = tmp_path_factory.mktemp("kinds")
+    out: dict[str, list[Path]] = {}
+    for name, spec in KINDS.items():
+        spec = dict(spec)
+        change = spec.pop("change", None)
+        n = 4 if spec.get("pixels") == "ct" else 16
+        root = base / name
+        generate_archive(root, n, seed=3, **spec)
+        files = _files(root)
+        if change is not None:
+            _rewrite_files(files, change)
+        out[name] = files
+    samples = base / "samples"
+    shutil.copytree(SAMPLES, samples, ignore=shutil.ignore_patterns("*.py", "*.md", "__pycache__"))
+    out["deid-data"] = _files(samples)
+    return out
+
+
+def _configs(recipe: str | None, out: Path, remove_private: bool = True) -> tuple[ApplyConfig, ApplyConfig]:
+    options = EngineOptions(uid_key=KEY, remove_private=remove_private)
+    fast = ApplyConfig(load_recipe(recipe), options, str(out / "bytes"), KEY, overwrite=True)
+    return fast, dataclasses.replace(fast, output_folder=str(out / "pydicom"), byte_writer=False)
+
+
+def _compare(files: list[Path], fast: ApplyConfig, slow: ApplyConfig) -> Counter[str]:
+    writers: Counter[str] = Counter()
+    for path in files:
+        a, b = process_file(str(path), None, fast), process_file(str(path), None, slow)
+        writers[a["writer"] or "none"] += 1
+        assert b["writer"] in ("pydicom", None)
+        same = {k: a[k] for k in ("status", "reason", "warnings")}
+        assert same == {k: b[k] for k in ("status", "reason", "warnings")}, path.name
+        if a["output"] is not None:
+            assert os.path.relpath(a["output"], fast.output_folder) == \
+                os.path.relpath(b["output"], slow.output_folder)
+            assert Path(a["output"]).read_bytes() == Path(b["output"]).read_bytes(), path.name
+    return writers
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r or "default")
+@pytest.mark.parametrize("kind", list(KINDS) + ["deid-data"])
+def test_byte_writer_writes_the_bytes_the_pydicom_path_writes(archives, tmp_path, kind, recipe):
+    fast, slow = _configs(recipe, tmp_path)
+    writers = _compare(archives[kind], fast, slow)
+    if kind != "deid-data":  # every generated kind is one the byte-level writer handles
+        assert writers == Counter({"bytes": len(archives[kind])})
+
+
+@pytest.mark.parametrize("kind", ["small", "implicit-vr", "deid-data"])
+def test_byte_writer_with_private_tags_kept(archives, tmp_path, kind):
+    fast, slow = _configs("dicom", tmp_path, remove_private=False)
+    _compare(archives[kind], fast, slow)
+
+
+def test_the_byte_writer_copies_untouched_elements_and_passes_pixel_data_through(archives, tmp_path):
+    fast, _ = _configs("dicom", tmp_path)
+    source = archives["ct"][0]
+    row = process_file(str(source), None, fast)
+    assert row["writer"] == "bytes"
+    data = source.read_bytes()
+    out = Path(row["output"]).read_bytes()
+    pixels = pydicom.dcmread(source).PixelData
+    assert len(pixels) == 512 * 512 * 2 and pixels in out  # the pixel data, byte for byte
+    kept = pydicom.dcmread(source, stop_before_pixels=True).get_item(0x00280030)  # PixelSpacing
+    assert data[kept.value_tell - 8:kept.value_tell + kept.length] in out
+    written = pydicom.dcmread(row["output"])
+    assert written.preamble == b"\x00" * 128
+    # deid's dicom recipe without variables removes SOPInstanceUID: the file meta gets a UID derived
+    # from the keyed output name (the same rule as the pydicom path), never the original
+    original = pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID
+    meta_uid = written.file_meta.get("MediaStorageSOPInstanceUID")
+    assert meta_uid == (written.get("SOPInstanceUID") or meta_uid) and meta_uid != original
+    assert meta_uid.startswith("2.25.") or meta_uid == written.get("SOPInstanceUID")
+    assert written.file_meta.get("MediaStorageSOPClassUID") == pydicom.dcmread(source).SOPClassUID
+
+
+def test_big_endian_and_files_without_preamble_fall_back_to_pydicom(archives, tmp_path):
+    fast, slow = _configs("dicom", tmp_path)
+    big = tmp_path / "big.dcm"
+    ds = pydicom.dcmread(archives["small"][0])
+    for _ in ds.iterall():  # convert: raw little-endian bytes cannot be written big endian
+        pass
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(big, ds, enforce_file_format=True)
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(archives["small"][1].read_bytes()[132:])  # no preamble, no DICM: read as force=True
+    writers = _compare([big, bare], fast, slow)
+    assert writers == Counter({"pydicom": 2})
+
+
+def test_a_value_pydicom_cannot_convert_fails_the_same_way_on_both_paths(archives, tmp_path):
+    fast, slow = _configs("dicom", tmp_path)
+    path = tmp_path / "bad-ds.dcm"
+    ds = pydicom.dcmread(archives["small"][0])
+    ds._dict[pydicom.tag.Tag(0x00189327)] = RawDataElement(  # TablePosition, FD: 5 bytes
+        pydicom.tag.Tag(0x00189327), "FD", 6, b"abcdef", 0, False, True)
+    ds.save_as(path, enforce_file_format=True)
+    fast_row, slow_row = process_file(str(path), None, fast), process_file(str(path), None, slow)
+    assert fast_row["status"] == slow_row["status"] == "failed"
+    assert fast_row["reason"] == slow_row["reason"]
+
+
+def test_the_walker_refuses_what_it_cannot_read_exactly():
+    head = b"\x00" * 128 + b"DICM"
+    with pytest.raises(raw.Unsupported):
+        raw.walk_file(b"\x00" * 64)
+    element = b"\x10\x00\x10\x00" + b"PN" + b"\x04\x00" + b"DOE "
+    assert [r.tag for r in raw.walk(element, 0, len(element), implicit=False)] == [0x00100010]
+    with pytest.raises(raw.Unsupported):  # not a VR
+        raw.walk(b"\x10\x00\x10\x00\x04\x00\x00\x00DOE ", 0, 12, implicit=False)
+    with pytest.raises(raw.Unsupported):  # value longer than the bytes
+        raw.walk(element[:-2], 0, len(element) - 2, implicit=False)
+    twice = element + element
+    with pytest.raises(raw.Unsupported):  # out of tag order
+        raw.walk(twice, 0, len(twice), implicit=False)
+    assert raw.walk_file(head + element) == ([], 132)
+
+
+def test_rewrite_declines_a_dataset_that_is_not_from_these_bytes(archives):
+    a, b = archives["small"][0], archives["small"][1]
+    ds = pydicom.dcmread(a)
+    assert rewrite(ds, b.read_bytes()) is None
