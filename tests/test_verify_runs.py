@@ -250,3 +250,18 @@ def test_every_planted_original_value_is_caught_by_file_and_tag_never_printed(
     assert f"LEAK {target} {path} (" in out.out
     assert value not in out.out + out.err
     shutil.rmtree(work)
+
+
+def test_a_moved_output_folder_is_still_paired_with_its_inputs(tmp_path: Path) -> None:
+    src, dss = archive(tmp_path)
+    ids = get_identifiers(src)
+    run_apply(src, recipe=recipe(tmp_path, "deid.k", "KEEP PatientID"), output_folder=str(tmp_path / "out"))
+    (tmp_path / "out").rename(tmp_path / "moved")
+    victim = sorted((tmp_path / "moved").rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(victim)
+    own = ds.PatientID
+    ds.PatientID = next(str(d.PatientID) for d in dss if str(d.PatientID) != own)  # a mapping mix-up
+    ds.save_as(victim)
+    manifest = str(tmp_path / "out.manifest")
+    # paired (through _run.json's output folder): the other patient's ID in a kept field is a hit
+    assert verify(tmp_path / "moved", ids, manifest=manifest) == [Hit(str(victim), "PatientID", "LO")]

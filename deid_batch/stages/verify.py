@@ -298,15 +298,22 @@ def _load_ids(ids: str | os.PathLike[str] | pa.Table) -> pa.Table:
                           "give the table `deid-batch scan` wrote (--ids IDS.parquet)") from None
 
 
-def _load_pairing(manifest: str | None) -> dict[str, str]:
-    """output path -> source path, from the manifest (rows with an output)."""
+def _load_pairing(manifest: str | None, root: str, made_in: str | None) -> dict[str, str]:
+    """output path -> source path, from the manifest (rows with an output). Outputs listed under
+    the run's own output folder (``_run.json``) are found under ``root`` when OUTDIR was moved."""
     if manifest is None:
         return {}
     from deid_batch.stages.manifest import read_manifest
 
     table = read_manifest(manifest).select(["source", "output"])
-    return {os.path.abspath(out): src
-            for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist()) if out}
+    pairing = {}
+    for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist()):
+        if out:
+            out = os.path.abspath(out)
+            if made_in and made_in != root and out.startswith(made_in.rstrip(os.sep) + os.sep):
+                out = os.path.join(root, os.path.relpath(out, made_in))
+            pairing[out] = src
+    return pairing
 
 
 def _output_files(output_folder: str) -> list[str]:
@@ -344,7 +351,7 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     from deid_batch.recipe.engine import DEFAULT_PUT_ACTIONS, DEFAULT_SKIP
 
     table = _load_ids(ids)
-    pairing = _load_pairing(manifest)
+    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"))
     excluded = tool_values()
     cands = Candidates()
     own: dict[str, tuple[Original, ...]] = {}
