@@ -1,9 +1,9 @@
 """The Python API, with deid's names: the stages called in order.
 
 ``get_identifiers`` (discover -> scan), ``replace_identifiers`` (discover -> [scan -> mapping
-join] -> apply -> manifest) and ``verify`` (outputs + identifiers + manifest -> hits) wire the stage modules together; :mod:`deid_batch.stages.pipeline` runs the
-partitions. ``client`` may be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in
-this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
+join] -> apply -> manifest) and ``verify`` (outputs + identifiers + manifest -> hits) wire the
+stage modules together; :mod:`deid_batch.stages.pipeline` runs the partitions. ``client`` may
+be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
 ``scheduler="tcp://host:8786"`` connects to an existing one, otherwise work runs in this process.
 """
 
@@ -34,6 +34,7 @@ from deid_batch.recipe.engine import EngineOptions, private_tags_warning
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
+from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.discover import check_output_location, discover
 from deid_batch.stages.layout import output_path
@@ -59,7 +60,6 @@ from deid_batch.stages.pipeline import (
     partition_size,
     run_partitions,
 )
-from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
 from deid_batch.stages.verify import Hit
 

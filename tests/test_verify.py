@@ -14,7 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from deid_batch.api import run_apply, run_verify, verify
+from deid_batch.api import run_apply, verify
 from deid_batch.errors import ConfigError
 from deid_batch.schemas import MANIFEST
 from deid_batch.stages.scan import ScanConfig, scan_partition
@@ -238,7 +238,6 @@ def test_default_recipe_on_a_generated_archive_verifies_clean(tmp_path: Path) ->
     """Issue 4 done-when: the default recipe on a synthetic PACS export verifies clean - with the
     manifest's recipe (found beside OUTDIR or given) and with the recipe's KEEP list."""
     from deid_batch import get_identifiers
-    from deid_batch.api import run_apply
     from deid_batch.synth import generate_archive
 
     generate_archive(tmp_path / "in", 60, seed=3)
@@ -253,7 +252,6 @@ def test_default_recipe_on_a_generated_archive_verifies_clean(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_recipe_that_keeps_names_fails_verify_in_strict_mode(tmp_path: Path) -> None:
     from deid_batch import get_identifiers
-    from deid_batch.api import run_apply
     from deid_batch.synth import generate_archive
 
     generate_archive(tmp_path / "in", 12, seed=4)

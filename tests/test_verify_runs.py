@@ -153,7 +153,7 @@ def test_a_clean_default_recipe_output_of_real_files_has_no_false_positive(tmp_p
     implementation UIDs equal to an input's creator UID: none is a hit."""
     src = real_files(tmp_path)
     ids = get_identifiers(src)
-    report = run_apply(src, output_folder=str(tmp_path / "out"))
+    run_apply(src, output_folder=str(tmp_path / "out"))
     assert len(list((tmp_path / "out").rglob("*.dcm"))) > 150
     hits = verify(tmp_path / "out", ids)
     assert hits == []
@@ -236,7 +236,7 @@ def test_every_planted_original_value_is_caught_by_file_and_tag_never_printed(
         item = Dataset()
         item.ImageComments = text
         path = "ImageComments"
-        for level in range(depth):
+        for _ in range(depth):
             outer = Dataset()
             outer.ReferencedImageSequence = Sequence([item])
             item = outer

@@ -317,7 +317,7 @@ def _load_pairing(manifest: str | None, root: str, made_in: str | None) -> dict[
 
 
 def _output_files(output_folder: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for folder, dirs, files in os.walk(output_folder):
         dirs.sort()
         found.extend(os.path.join(folder, name) for name in sorted(files))
