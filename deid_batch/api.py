@@ -3,7 +3,8 @@
 ``get_identifiers`` (discover -> scan), ``replace_identifiers`` (discover -> [scan -> mapping
 join] -> apply -> manifest) and ``verify`` (outputs + identifiers + manifest -> hits) wire the
 stage modules together; :mod:`deid_batch.stages.pipeline` runs the partitions. ``client`` may
-be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
+be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in this process) or
+``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
 ``scheduler="tcp://host:8786"`` connects to an existing one, otherwise work runs in this process.
 """
 
