@@ -5,6 +5,7 @@ The workflow of deid's documentation, at archive scale::
     ids = get_identifiers("/data/pacs")                       # Arrow table of identifiers
     outputs = replace_identifiers("/data/pacs", recipe="my.recipe", variables="mapping.csv",
                                   output_folder="/share/deid")
+    hits = verify("/share/deid", ids)                          # original values left: [] when clean
 
 One pydicom Dataset, without dask: ``deidentify_dataset(ds, recipe, variables)``.
 """
@@ -19,6 +20,7 @@ from deid_batch.api import (
     read_manifest,
     remove_private_identifiers,
     replace_identifiers,
+    verify,
 )
 from deid_batch.errors import (
     ConfigError,
@@ -55,4 +57,5 @@ __all__ = [
     "read_manifest",
     "remove_private_identifiers",
     "replace_identifiers",
+    "verify",
 ]

@@ -691,7 +691,7 @@ def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str
     hits: list[Hit] = []
 
     def lost(i: int, chunk: Any, exc: BaseException) -> list[Hit]:
-        return [Hit(item.output, "<file>", "unverified") for item in chunk]
+        return [Hit(item[0], "<file>", "unverified") for item in chunk]
 
     total, done = len(items), 0
     _notify(progress, 0, total)

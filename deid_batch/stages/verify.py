@@ -208,12 +208,20 @@ class Candidates:
 Original = tuple[str, str, tuple[str, ...]]
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    """One output to check and its own input's original fields (``None``: not in the manifest)."""
+#: One output to check and its own input's original fields as JSON text (None: not in the
+#: manifest). Plain text on purpose: dask walks nested tuples of every task it submits, and a
+#: string is one atom however many fields it holds.
+WorkItem = tuple[str, str | None]
 
-    output: str
-    own: tuple[Original, ...] | None
+
+def _work_item(output: str, own: tuple[Original, ...] | None) -> WorkItem:
+    return output, None if own is None else json.dumps(own, separators=(",", ":"))
+
+
+def _own_of(item: WorkItem) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+    if item[1] is None:
+        return None
+    return {path: (vr, tuple(values)) for path, vr, values in json.loads(item[1])}
 
 
 @dataclass(frozen=True)
@@ -370,8 +378,8 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
         del cands.kinds[uid]
     cands.finish()
     files = _output_files(output_folder)
-    items = [WorkItem(p, own.get(pairing[p]) if p in pairing else None) for p in files]
-    anywhere = _anywhere(own.values()) if any(i.own is None for i in items) else None
+    items = [_work_item(p, own.get(pairing[p]) if p in pairing else None) for p in files]
+    anywhere = _anywhere(own.values()) if any(i[1] is None for i in items) else None
     skip = frozenset(run.get("skip") or DEFAULT_SKIP)
     puts = run.get("put_actions")
     put_keeps = ([p.split()[1] for p in puts if p.startswith("KEEP ") and len(p.split()) > 1]
@@ -468,14 +476,15 @@ def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
 
 
 def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
-    elements = _read(item.output, config)
+    output = item[0]
+    elements = _read(output, config)
     found: set[tuple[str, str]] = set()
     if elements is None:
         found.add(("<file>", "unreadable"))
     cands = config.candidates
-    for key in cands.found(os.path.relpath(item.output, config.root), uid_only=False):
+    for key in cands.found(os.path.relpath(output, config.root), uid_only=False):
         found.add(("<name>", cands.kinds[key]))
-    own = {p: (vr, values) for p, vr, values in item.own} if item.own is not None else None
+    own = _own_of(item)
     for el in elements or ():
         parts = _parts(el.text)
         if own is not None:
@@ -492,7 +501,7 @@ def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
             found.add((el.path, vr))  # a value that stayed where it was
         for key in cands.found(el.text, uid_only=el.vr == "UI"):
             found.add((el.path, cands.kinds[key]))
-    return [Hit(item.output, tag_path, kind) for tag_path, kind in sorted(found)]
+    return [Hit(output, tag_path, kind) for tag_path, kind in sorted(found)]
 
 
 def _literal(config: VerifyConfig, el: _Element, parts: tuple[str, ...]) -> bool:
