@@ -4,8 +4,9 @@ Takes an output folder, the identifiers table of the inputs (:data:`~deid_batch.
 as ``deid-batch scan`` or ``get_identifiers`` write it), the run's recipe (by default the manifest
 folder's ``_recipe.json``) and the manifest's source -> output linkage; returns a list of
 :class:`Hit` (output file, tag path, kind), never a value. ``deid-batch verify`` exits 1 on any hit.
-:func:`prepare` builds the frozen :class:`VerifyConfig` and the work items on the client,
-:func:`verify_partition` is the pure worker function, :func:`verify` runs it over a dask bag.
+:func:`load_run` finds the recipe, :func:`prepare` builds the frozen :class:`VerifyConfig` and the
+work items on the client, :func:`verify_partition` is the pure worker function (no dask);
+:func:`deid_batch.api.run_verify` runs it over a dask bag.
 
 Original values
     Every text value (VR AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT) of every input field
@@ -73,7 +74,7 @@ from deid_batch.recipe.fields import DicomField, Selector, compile_selector
 
 __all__ = [
     "NOT_IDENTIFYING", "SEARCHED_VRS", "TEXT_VRS", "Hit", "VerifyConfig", "WorkItem",
-    "prepare", "recipe_keeps", "tool_values", "verify_partition",
+    "load_run", "prepare", "recipe_keeps", "tool_values", "verify_partition",
 ]
 
 logger = logging.getLogger(__name__)
