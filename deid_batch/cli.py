@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                        "UIDs, and any original value left in place) that the run's recipe does not KEEP. "
                        "The recipe is read from the apply run's manifest folder (_recipe.json); each output "
                        "is compared with its own input. Hits name the file and tag path, never the value.")
-    p.add_argument("output", metavar="OUTDIR")
+    p.add_argument("output", metavar="OUTDIR", help="the output folder of an apply run")
     p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
     p.add_argument("--manifest", metavar="DIR", help="the apply run's manifest folder (default OUTDIR.manifest)")
     p.add_argument("--recipe", action="append", metavar="R",

@@ -117,7 +117,7 @@ def test_verify_without_what_it_needs_exits_2_with_one_line_naming_the_fix(small
     assert main(["apply", str(small_archive), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
     argv = ["verify", str(out), "--ids", str(ids), "--workers", "0", "--no-progress"]
     expected = {"no-outdir": "output folder", "no-manifest": "--manifest DIR", "no-recipe-file": "--recipe R",
-                "no-ids": "identifiers table"}[case]
+                "no-ids": "--ids"}[case]
     if case == "no-outdir":
         argv[1] = str(tmp_path / "missing")
     elif case == "no-manifest":

@@ -21,7 +21,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from deid_batch import get_identifiers
 from deid_batch.api import run_apply, run_verify, verify
 from deid_batch.cli import main
-from deid_batch.recipe.functions import keyed_uid
+from deid_batch.recipe.keyed import keyed_uid_value as keyed_uid
 from deid_batch.stages.verify import Hit
 from tests.hostile import build_dataset, make_dicom
 
