@@ -5,6 +5,7 @@ The workflow of deid's documentation, at archive scale::
     ids = get_identifiers("/data/pacs")                       # Arrow table of identifiers
     outputs = replace_identifiers("/data/pacs", recipe="my.recipe", variables="mapping.csv",
                                   output_folder="/share/deid")
+    hits = verify("/share/deid", ids)                          # original values left: [] when clean
 
 One pydicom Dataset, without dask: ``deidentify_dataset(ds, recipe, variables)``.
 """
@@ -20,6 +21,7 @@ from deid_batch.api import (
     read_manifest,
     remove_private_identifiers,
     replace_identifiers,
+    verify,
 )
 from deid_batch.errors import (
     ConfigError,
@@ -57,4 +59,5 @@ __all__ = [
     "read_manifest",
     "remove_private_identifiers",
     "replace_identifiers",
+    "verify",
 ]

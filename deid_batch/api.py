@@ -1,9 +1,10 @@
 """The Python API, with deid's names: the stages called in order.
 
-``get_identifiers`` (discover -> scan) and ``replace_identifiers`` (discover -> [scan -> mapping
-join] -> apply -> manifest) wire the stage modules together; :mod:`deid_batch.stages.pipeline` runs the
-partitions. ``client`` may be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in
-this process) or ``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
+``get_identifiers`` (discover -> scan), ``replace_identifiers`` (discover -> [scan -> mapping
+join] -> apply -> manifest) and ``verify`` (outputs + identifiers + manifest -> hits) wire the
+stage modules together; :mod:`deid_batch.stages.pipeline` runs the partitions. ``client`` may
+be a ``distributed.Client``, ``"sync"`` (dask's synchronous scheduler, in this process) or
+``None``; with ``None``, ``workers=N`` starts a LocalCluster of N processes and
 ``scheduler="tcp://host:8786"`` connects to an existing one, ``cluster="slurm"`` / ``"pbs"`` (or a
 :class:`deid_batch.stages.pipeline.JobQueue`) submits batch jobs through dask-jobqueue, otherwise
 work runs in this process.
@@ -37,6 +38,7 @@ from deid_batch.recipe.filters import Filters, compile_filters
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
+from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.detect import DetectConfig, detect_partition
 from deid_batch.stages.discover import check_output_location, discover
@@ -66,6 +68,7 @@ from deid_batch.stages.pipeline import (
 )
 from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
 from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
+from deid_batch.stages.verify import Hit
 
 __all__ = [
     "ApplyReport",
@@ -773,3 +776,73 @@ def has_private(dataset: Dataset) -> bool:
     return bool(get_private(dataset))
 
 
+
+
+# ---------------------------------------------------------------------------- verify
+@dataclass
+class VerifyReport:
+    """What ``verify`` found: the hits (file, tag path, kind; never a value) and what it checked."""
+
+    hits: list[Hit]
+    files: int
+    recipe_stack: tuple[str, ...] = ()
+    manifest: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.hits else 0
+
+
+def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str | None = None,
+               recipe: Any = None, base: Any = DEFAULT_BASE, keep: Any = None, key_file: str | None = None,
+               min_length: int = 4, client: Any = None, workers: int | None = None,
+               scheduler: str | None = None, partition: int | None = None, progress: Progress | None = None,
+               on_start: Callable[[Executor], None] | None = None, cluster: Any = None) -> VerifyReport:
+    """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`).
+
+    The recipe is ``recipe`` (on ``base``, as ``apply`` layers it), else ``keep`` (KEEP selectors,
+    e.g. ``["StudyDate", "contains:Pixel"]``), else the manifest folder's ``_recipe.json``. The
+    manifest folder defaults to ``OUTDIR.manifest`` when it exists. Raises ``ConfigError`` (naming
+    the argument and the fix) for a missing output folder, manifest, identifiers table or recipe.
+    """
+    root = os.path.abspath(os.fspath(output_folder))
+    if not os.path.isdir(root):
+        raise ConfigError(f"output folder {root} does not exist; give the --out folder of the apply run")
+    if manifest is None and os.path.isdir(default_manifest_dir(root)):
+        manifest = default_manifest_dir(root)
+    if manifest is not None:
+        manifest = os.path.abspath(manifest)
+        if not os.path.isdir(manifest):
+            raise ConfigError(f"manifest folder {manifest} does not exist; give the apply run's "
+                              "manifest folder (--manifest DIR)")
+    if keep is not None and recipe is None:
+        recipe, base = {"format": "dicom", "header": [{"action": "KEEP", "field": k} for k in keep]}, None
+    parsed, run = verify_mod.load_run(manifest, recipe, base)
+    key = keys_mod.find_key(manifest, key_file)
+    config, items = verify_mod.prepare(root, ids, recipe=parsed, run=run, manifest=manifest,
+                                       min_length=min_length, key=key)
+    hits: list[Hit] = []
+
+    def lost(i: int, chunk: Any, exc: BaseException) -> list[Hit]:
+        return [Hit(item[0], "<file>", "unverified") for item in chunk]
+
+    total, done = len(items), 0
+    _notify(progress, 0, total)
+    with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
+        if on_start is not None:
+            on_start(ex)
+        for _, part, n in run_partitions(ex, verify_mod.verify_partition, items, config,
+                                         size=partition_size(total, partition), on_lost=lost,
+                                         combine=lambda parts: [h for p in parts for h in p]):
+            hits.extend(part)
+            done += n
+            _notify(progress, done, total)
+    hits.sort()
+    for hit in hits:
+        logger.info("%s", hit)
+    return VerifyReport(hits, total, tuple(parsed.stack), manifest)
+
+
+def verify(output_folder: str | os.PathLike[str], ids: Any, **kwargs: Any) -> list[Hit]:
+    """:func:`run_verify`, returning the hits only (empty when the outputs are clean)."""
+    return run_verify(output_folder, ids, **kwargs).hits

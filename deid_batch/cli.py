@@ -161,18 +161,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
     _common(p)
 
-    p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)",
-                       description="Rescan every output for the original identifier values of IDS.parquet "
-                       "and report each hit by file and tag path (never the value); exit 1 on any hit.")
+    p = sub.add_parser("verify", help="rescan outputs for original identifying values (exit 1 on a hit)",
+                       description="Check every output for original identifying values (names, IDs, dates, "
+                       "UIDs, and any original value left in place) that the run's recipe does not KEEP. "
+                       "The recipe is read from the apply run's manifest folder (_recipe.json); each output "
+                       "is compared with its own input. Hits name the file and tag path, never the value.")
     p.add_argument("output", metavar="OUTDIR", help="the output folder of an apply run")
     p.add_argument("--ids", required=True, metavar="IDS.parquet", help="identifiers table of the inputs")
-    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    p.add_argument("--manifest", metavar="DIR", help="the apply run's manifest folder (default OUTDIR.manifest)")
     p.add_argument("--recipe", action="append", metavar="R",
-                   help="the recipe the outputs were made with: for a remove-everything recipe, any "
-                   "original value outside its KEEP list is a hit (strict); otherwise verify infers "
-                   "what was kept on purpose")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
+                   help="the recipe the outputs were made with, instead of the manifest's _recipe.json "
+                   "(on --base, as apply layers it)")
+    _base_option(p)
+    p.add_argument("--key-file", metavar="FILE", help="the run key, when apply was given one (to recognise "
+                   "the UIDs it made; default: $DEID_BATCH_KEY, else the manifest folder's)")
+    p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    _common(p)
 
     p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
                        description="Print one file's header (pixels not read); with --recipe, print the "
@@ -397,21 +401,20 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deid_batch.stages.verify import recipe_keeps, verify
+    from deid_batch.api import run_verify
 
-    keep = None
-    if args.recipe:
-        from deid_batch.recipe.parse import load_recipe
-
-        keep = recipe_keeps(load_recipe(args.recipe if len(args.recipe) > 1 else args.recipe[0]))
-    manifest = args.manifest
-    if manifest is None and os.path.isdir(args.output.rstrip(os.sep) + ".manifest"):
-        manifest = args.output.rstrip(os.sep) + ".manifest"
-    hits = verify(args.output, args.ids, manifest=manifest, keep=keep)
-    for hit in hits:
+    recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
+    report = run_verify(args.output, args.ids, manifest=args.manifest, recipe=recipe, base=args.base,
+                        key_file=args.key_file, workers=_workers(args), scheduler=args.scheduler,
+                        cluster=_cluster(args), partition=args.partition_size, progress=_progress(args, "verify"),
+                        on_start=_announce(args))
+    if report.recipe_stack:
+        print(f"recipe:   {' + '.join(report.recipe_stack)}")
+    for hit in report.hits:
         print(f"LEAK {hit.file} {hit.tag_path} ({hit.kind})")
-    print(f"verify: {len(hits)} hit(s) in {args.output}")
-    return 1 if hits else 0
+    files = len({hit.file for hit in report.hits})
+    print(f"verify: {len(report.hits)} hit(s) in {files} of {report.files} file(s) in {args.output}")
+    return report.exit_code
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -85,6 +85,48 @@ def test_verify_with_the_recipe_is_strict_and_exits_1_on_kept_identifiers(small_
     assert main(["verify", str(out), "--ids", str(ids), "--recipe", default]) == 1
     text = capsys.readouterr().out
     assert "LEAK" in text and "PatientName (PN)" in text
+    # by default the run's own recipe (the manifest's _recipe.json) is used: the same leak
+    assert main(["verify", str(out), "--ids", str(ids), "--workers", "0", "--no-progress"]) == 1
+    assert "PatientName (PN)" in capsys.readouterr().out
     clean = tmp_path / "clean"
     assert main(["apply", str(small_archive), "--out", str(clean), "--workers", "0", "--no-progress"]) == 0
     assert main(["verify", str(clean), "--ids", str(ids), "--recipe", default]) == 0
+
+
+def test_verify_takes_the_common_flags_and_runs_on_workers(small_archive, tmp_path, capsys):
+    ids = tmp_path / "ids.parquet"
+    out = tmp_path / "out"
+    assert main(["scan", str(small_archive), "--ids", str(ids), "--workers", "0", "--no-progress"]) == 0
+    assert main(["apply", str(small_archive), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    dask_config = tmp_path / "dask.yaml"
+    dask_config.write_text("distributed:\n  worker:\n    daemon: true\n")
+    capsys.readouterr()
+    assert main(["verify", str(out), "--ids", str(ids), "--workers", "2", "--dask-config", str(dask_config),
+                 "-v", "--partition-size", "5", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "verify: 0 hit(s) in 0 of 24 file(s)" in captured.out
+    assert "local cluster of 2 worker processes" in captured.err
+    assert main(["verify", str(out), "--ids", str(ids), "--workers", "0", "-q"]) == 0
+
+
+@pytest.mark.parametrize("case", ["no-outdir", "no-manifest", "no-recipe-file", "no-ids"])
+def test_verify_without_what_it_needs_exits_2_with_one_line_naming_the_fix(small_archive, tmp_path, capsys, case):
+    ids = tmp_path / "ids.parquet"
+    out = tmp_path / "out"
+    assert main(["scan", str(small_archive), "--ids", str(ids), "--workers", "0", "--no-progress"]) == 0
+    assert main(["apply", str(small_archive), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    argv = ["verify", str(out), "--ids", str(ids), "--workers", "0", "--no-progress"]
+    expected = {"no-outdir": "output folder", "no-manifest": "--manifest DIR", "no-recipe-file": "--recipe R",
+                "no-ids": "--ids"}[case]
+    if case == "no-outdir":
+        argv[1] = str(tmp_path / "missing")
+    elif case == "no-manifest":
+        (tmp_path / "out.manifest").rename(tmp_path / "elsewhere")
+    elif case == "no-recipe-file":
+        (tmp_path / "out.manifest" / "_recipe.json").unlink()
+    else:
+        argv[3] = str(tmp_path / "missing.parquet")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deid-batch verify: error:") and expected in err[0]

@@ -112,6 +112,7 @@ def test_verify_catches_an_injected_leak_by_file_and_tag_never_the_value(phi_run
 
     out = tmp_path / "out"
     shutil.copytree(tmp / "out", out)
+    shutil.copytree(tmp / "out.manifest", tmp_path / "out.manifest")  # verify reads the run's recipe there
     victim = sorted(p for p in out.rglob("*.dcm"))[0]
     ds = pydicom.dcmread(victim)
     item = pydicom.Dataset()

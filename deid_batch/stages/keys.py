@@ -17,7 +17,7 @@ import secrets
 from deid_batch.errors import ConfigError
 from deid_batch.hygiene import private_folder
 
-__all__ = ["ENV_VAR", "KEY_FILE_NAME", "key_fingerprint", "resolve_key", "store_key"]
+__all__ = ["ENV_VAR", "KEY_FILE_NAME", "find_key", "key_fingerprint", "resolve_key", "store_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ def resolve_key(manifest_dir: str, key_file: str | None = None) -> tuple[bytes, 
     if os.path.exists(stored):
         return _read_key_file(stored), False
     return secrets.token_hex(32).encode("ascii"), True
+
+
+def find_key(manifest_dir: str | None, key_file: str | None = None) -> bytes | None:
+    """The run key if one is at hand (``key_file``, ``$DEID_BATCH_KEY``, the manifest folder's
+    ``_key``), else None; never generates one."""
+    if key_file or os.environ.get(ENV_VAR):
+        return resolve_key(manifest_dir or "", key_file)[0]
+    if manifest_dir and os.path.exists(os.path.join(manifest_dir, KEY_FILE_NAME)):
+        return _read_key_file(os.path.join(manifest_dir, KEY_FILE_NAME))
+    return None
 
 
 def store_key(manifest_dir: str, key: bytes) -> None:

@@ -1,60 +1,63 @@
-"""Verification: rescan de-identified outputs for any original identifier the recipe took out.
+"""Verification: rescan de-identified outputs for original identifying values (workers).
 
-Takes an output folder and the identifiers table of the inputs (:data:`~deid_batch.schemas.IDENTIFIERS`,
-as written by ``deid-batch scan`` or ``get_identifiers``), optionally the run's manifest; returns a
-list of :class:`Hit` (file, tag path, kind), never a value. ``deid-batch verify`` exits 1 on any hit.
+Takes an output folder, the identifiers table of the inputs (:data:`~deid_batch.schemas.IDENTIFIERS`,
+as ``deid-batch scan`` or ``get_identifiers`` write it), the run's recipe (by default the manifest
+folder's ``_recipe.json``) and the manifest's source -> output linkage; returns a list of
+:class:`Hit` (output file, tag path, kind), never a value. ``deid-batch verify`` exits 1 on any hit.
+:func:`load_run` finds the recipe, :func:`prepare` builds the frozen :class:`VerifyConfig` and the
+work items on the client, :func:`verify_partition` is the pure worker function (no dask);
+:func:`deid_batch.api.run_verify` runs it over a dask bag.
 
-What is searched for
-    The **candidates** are the identifier values of the table: every field of VR PN (the whole
-    name and each name component), LO, SH, DA, DT and UI, and the entity and item id of each row.
-    Values shorter than ``min_length`` characters (after trimming) are ignored: short codes such as
-    ``CT`` or ``1`` would match everywhere and identify no one. Software and device names
-    (:data:`NOT_IDENTIFYING`, e.g. ImplementationVersionName, Manufacturer) and private creator
-    strings are not searched for either.
+Original values
+    Every text value (VR AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT) of every input field
+    in the table, each value of a multi-valued element on its own, except values that identify no
+    one: software, device and structural fields (:data:`NOT_IDENTIFYING`), private creators,
+    well-known DICOM UIDs (pydicom's UID dictionary and anything under ``1.2.840.10008.``) and
+    the tool's own values (:func:`tool_values`; UIDs the run key generates, when the key is at hand).
 
-Removed or replaced, versus kept on purpose
-    A recipe may keep a value on purpose (``KEEP StudyDate``). Standard DICOM UIDs (root
-    ``1.2.840.10008.``: SOP classes, transfer syntaxes) are never searched for.
+Two comparisons, one rule
+    * **Searched everywhere** (substring, token-aligned): values of VR PN (the whole name and each
+      component), LO, SH, DA, DT and UI, and the entity and item id of each row, of at least
+      ``min_length`` (4) characters. Found in any text element of any output at any depth (file
+      meta and private elements included) or in an output's file name, it is a hit.
+    * **Compared in place** (exact element): every original value, short or not, of any VR above.
+      An output element holding a value that its own input held at the same tag path is a hit (a
+      value the recipe should have removed stayed where it was): ``PatientSex`` ``M``, an
+      ``ImageComments`` text, a 3-character ID.
 
-    * ``keep=`` given (the fields the recipe keeps, e.g. the default recipe's KEEP list): a value
-      is exempt only where an output holds it at its own tag path inside one of those fields.
-      Strict: the only mode that also catches a value a broken recipe left in place.
-    * ``keep=`` not given: keeping is inferred. A value counts as kept when an output holds it at
-      the same tag path where an input held it, except original instance UIDs, which are never
-      exempt (every recipe of this project replaces them).
+    Exempt, because the recipe put it there on purpose: an element named by a KEEP line of the
+    recipe (any KEEP selector, as the recipe language reads it: keywords, tags, ``contains:`` ...
+    ``select:VR:`` ...; an element inside a kept sequence too), by the run's skip list (which no
+    action touches) or by a ``KEEP`` put-action, when it holds exactly its own input's value
+    there; and an element an ``ADD``/``REPLACE`` line with a literal value (not ``var:``/
+    ``func:``) matches, when it holds exactly that literal. A value from the user's mapping is not
+    original unless it equals one, and then it is a hit like any other.
 
-    With a manifest, an output is compared with its own input (source -> output) and a kept value
-    is exempt in that output only: one patient's id kept in their own file but found in another
-    patient's file (a mapping mix-up) is a hit. Without a manifest (or for an output it does not
-    list), any input counts and a kept value is exempt in every output (coarser: it may miss such
-    cross-file mix-ups). Every other candidate was removed or replaced by the recipe, and finding
-    it anywhere is a hit. Comparing at the tag path, not only by value, is what makes a
-    deliberately kept date harmless while the same value in a private tag is reported.
+    With the manifest, each output is compared with its own input; an output the manifest does not
+    list is compared with every input (a value any input held at that path).
 
-Where it is searched
-    Every element of every output (file meta, nested sequence items at any depth, remaining private
-    elements), in its text form; binary values (OB, OW, UN, private bulk data) are decoded as
-    Latin-1 and searched as text. PixelData is not searched (burned-in text is out of reach of a
-    header check). The output file names are searched too. A file under the output folder that is
-    not readable DICOM is reported as a hit of kind ``unreadable``: it cannot be verified.
+Where and how it is searched
+    Only text VRs are read as text (never OB/OW/OF/OD/OL/OV, binary numbers, AT tags, pixel data);
+    an ``UN`` element (a private element of an implicit-VR file) only when its whole value is
+    printable text, as ``scan`` reads it. Matching is case-insensitive and token-aligned: UIDs
+    match whole UIDs only, and inside a UI element only UIDs are looked for; other values match
+    as a run of whole words (``Doe^John`` in ``Mr DOE, John``; ``1234`` not inside ``912345``);
+    dates also as the first eight digits of a longer digit run (a DT). A file under the output
+    folder that is not readable DICOM is a hit of kind ``unreadable``.
 
-Matching
-    Case-insensitive and token-aligned: UIDs match whole UIDs only (``1.2.3`` does not match inside
-    ``1.2.3.4``), other values match as a run of whole words (``Doe^John`` matches ``DOE JOHN`` and
-    ``Mr Doe, John``; ``1234`` does not match inside ``912345``), and dates also match as the first
-    eight digits of a longer digit run (a DT).
-
-Memory: the candidate sets (one entry per distinct value) and, with a manifest, one set of
-(path, value) pairs per input are held on the client; outputs are read one at a time.
+Memory: the candidate values (one entry per distinct value) are one shared graph node; each work
+item carries its own input's (path, value) pairs; outputs are read one at a time by the workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,35 +66,50 @@ import pyarrow.parquet as pq
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-__all__ = ["CANDIDATE_VRS", "NOT_IDENTIFYING", "Hit", "recipe_keeps", "verify"]
+from deid_batch.errors import ConfigError
+from deid_batch.hygiene import no_value_logging
+from deid_batch.recipe.fields import DicomField, Selector, compile_selector
+
+__all__ = [
+    "NOT_IDENTIFYING", "SEARCHED_VRS", "TEXT_VRS", "Hit", "VerifyConfig", "WorkItem",
+    "load_run", "prepare", "recipe_keeps", "tool_values", "verify_partition",
+]
 
 logger = logging.getLogger(__name__)
 
-#: VRs whose values are searched for (plus the entity and item ids of each row).
-CANDIDATE_VRS = frozenset({"PN", "LO", "SH", "DA", "DT", "UI"})
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: VRs whose values are text: the only ones read as text, and the only original values.
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                      "UC", "UI", "UR", "UT"})
+#: VRs whose values (of ``min_length`` or more) are searched for everywhere.
+SEARCHED_VRS = frozenset({"PN", "LO", "SH", "DA", "DT", "UI"})
+#: Fields that name software, devices, character sets or object classes, not people.
+NOT_IDENTIFYING = frozenset({
+    "ImplementationVersionName", "ImplementationClassUID", "TransferSyntaxUID",
+    "FileMetaInformationVersion", "FileMetaInformationGroupLength", "SpecificCharacterSet",
+    "SOPClassUID", "MediaStorageSOPClassUID", "ReferencedSOPClassUID", "InstanceCreatorUID",
+    "CreatorVersionUID", "PrivateInformationCreatorUID", "Manufacturer", "ManufacturerModelName",
+    "SoftwareVersions",
+})
+_STANDARD_UID_ROOT = "1.2.840.10008."
 _NOT_SEARCHED = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # pixel data
 _UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _WORD_RE = re.compile(r"[0-9a-z]+")
 _UID_SHAPE = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-_STANDARD_UID_ROOT = "1.2.840.10008."
-#: Fields that name software, devices or private blocks, not people: never searched for.
-NOT_IDENTIFYING = frozenset({
-    "ImplementationVersionName", "ImplementationClassUID", "TransferSyntaxUID",
-    "Manufacturer", "ManufacturerModelName", "SoftwareVersions",
-})
 _PRIVATE_CREATOR = re.compile(r"\([0-9A-Fa-f]{3}[13579BDFbdf],00[1-9A-Fa-f][0-9A-Fa-f]\)$")
+_LITERAL_ACTIONS = ("ADD", "REPLACE")
+_NOT_LITERAL = ("var:", "func:", "deid_func:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Hit:
-    """One original identifier found in an output: where, and what kind of value - never the value.
+    """One original value found in an output: where, and what kind of value - never the value.
 
     ``file`` is the output path, ``tag_path`` the element path (``RequestAttributesSequence[0].
     AccessionNumber``, private elements by tag ``(0009,1001)``; ``<name>`` for the file name,
     ``<file>`` for an unreadable file), ``kind`` the VR of the original field (``PN``, ``DA``, ...),
-    ``entity_id`` / ``item_id``, or ``unreadable``.
+    ``entity_id`` / ``item_id``, ``unreadable`` or ``unverified`` (its worker was lost).
     """
 
     file: str
@@ -102,17 +120,68 @@ class Hit:
         return f"{self.file}: {self.tag_path}: original {self.kind} value found"
 
 
-@dataclass
-class _Candidates:
-    """Normalised candidate values: UIDs as strings, other values as word-token tuples."""
+# ------------------------------------------------------------------------------ values
+def tool_values() -> frozenset[str]:
+    """Values deid_batch and pydicom write themselves (implementation UID and version names)."""
+    from deid_batch.dicom import writing
 
-    kinds: dict[object, str] = field(default_factory=dict)  # key -> kind
-    origins: dict[object, set[object]] = field(default_factory=lambda: defaultdict(set))
+    values = {str(PYDICOM_IMPLEMENTATION_UID), f"PYDICOM {'.'.join(pydicom.__version_info__)}"}
+    for name in ("IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME"):
+        value = getattr(writing, name, None)
+        if value:
+            values.add(str(value))
+    return frozenset(values)
+
+
+def _well_known_uid(value: str) -> bool:
+    from pydicom._uid_dict import UID_dictionary
+
+    return value.startswith(_STANDARD_UID_ROOT) or value in UID_dictionary
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    """The values of a (multi-valued) element's text, padding stripped."""
+    return tuple(p for p in (part.strip().strip("\0").strip() for part in text.split("\\")) if p)
+
+
+def _key(value: str) -> str | tuple[str, ...] | None:
+    """The search form of a value: a UID string, or a tuple of lowercase words."""
+    if _UID_SHAPE.match(value):
+        return value
+    words = tuple(_WORD_RE.findall(value.lower()))
+    return words or None
+
+
+def _long_enough(key: str | tuple[str, ...], min_length: int) -> bool:
+    return len(key) >= min_length if isinstance(key, str) else sum(len(w) for w in key) >= min_length
+
+
+def _identifying(path: str) -> bool:
+    """Is a table field an original value (not software, device, class or private-creator text)?"""
+    last = path.rsplit(".", 1)[-1]
+    return last not in NOT_IDENTIFYING and not _PRIVATE_CREATOR.search(last)
+
+
+@dataclass
+class Candidates:
+    """Values searched for everywhere: UIDs as strings, other values as word-token tuples."""
+
+    kinds: dict[object, str] = field(default_factory=dict)
     by_first: dict[str, set[tuple[str, ...]]] = field(default_factory=lambda: defaultdict(set))
 
-    def add(self, key: object, kind: str, origin: object) -> None:
-        self.kinds.setdefault(key, kind)
-        self.origins[key].add(origin)
+    def add(self, vr: str, kind: str, value: str, min_length: int, excluded: frozenset[str]) -> None:
+        for part in _parts(value):
+            if part in excluded or _well_known_uid(part):
+                continue
+            whole = _key(part)
+            if whole is None or not _long_enough(whole, min_length):
+                continue
+            self.kinds.setdefault(whole, kind)
+            if vr == "PN":
+                for component in re.split(r"[\^=]", part):
+                    key = _key(component.strip())
+                    if key is not None and key != whole and _long_enough(key, min_length):
+                        self.kinds.setdefault(key, kind)
 
     def finish(self) -> None:
         """Index the word-run candidates by their first word."""
@@ -120,278 +189,330 @@ class _Candidates:
             if isinstance(key, tuple):
                 self.by_first[key[0]].add(key)
 
-    def exempt(self, key: object, kept: set[object]) -> bool:
-        """Is this value kept (itself, or as part of a kept whole value such as a name)?"""
-        return key in kept or bool(self.origins[key] & kept)
+    def found(self, text: str, uid_only: bool) -> Iterator[object]:
+        """Candidate keys occurring in ``text`` (only whole UIDs when ``uid_only``)."""
+        for uid in _UID_RE.findall(text):
+            if uid in self.kinds:
+                yield uid
+        if uid_only:
+            return
+        words = _WORD_RE.findall(text.lower())
+        for i, word in enumerate(words):
+            for key in self.by_first.get(word, ()):
+                if tuple(words[i:i + len(key)]) == key:
+                    yield key
+            if len(word) > 8 and word.isdigit() and (word[:8],) in self.kinds:
+                yield (word[:8],)
 
 
-def _key(value: str) -> object | None:
-    """The normalised form of a value: a UID string, or a tuple of lowercase words."""
-    value = value.strip().strip("\0").strip()
-    if _UID_SHAPE.match(value):
-        return value
-    words = tuple(_WORD_RE.findall(value.lower()))
-    return words or None
+#: one original field of an input: (tag path, VR, its values)
+Original = tuple[str, str, tuple[str, ...]]
 
 
-def _long_enough(key: object, min_length: int) -> bool:
-    if isinstance(key, str):
-        return len(key) >= min_length
-    return isinstance(key, tuple) and sum(len(w) for w in key) >= min_length
+#: One output to check and its own input's original fields as JSON text (None: not in the
+#: manifest). Plain text on purpose: dask walks nested tuples of every task it submits, and a
+#: string is one atom however many fields it holds.
+WorkItem = tuple[str, str | None]
 
 
-def _field_keys(vr: str, value: str, min_length: int) -> Iterator[tuple[object, object]]:
-    """(candidate key, origin key) for one table value: each value of a multi-valued element, and
-    each component of a person name. Standard DICOM UIDs (SOP classes, transfer syntaxes) are
-    not candidates: they identify no one."""
-    for part in value.split("\\"):
-        whole = _key(part)
-        if whole is None or not _long_enough(whole, min_length):
-            continue
-        if isinstance(whole, str) and whole.startswith(_STANDARD_UID_ROOT):
-            continue
-        yield whole, whole
-        if vr == "PN":
-            for component in re.split(r"[\^=]", part):
-                key = _key(component)
-                if key is not None and key != whole and _long_enough(key, min_length):
-                    yield key, whole
+def _work_item(output: str, own: tuple[Original, ...] | None) -> WorkItem:
+    return output, None if own is None else json.dumps(own, separators=(",", ":"))
 
 
-def _pairs_of_row(fields: Iterable[dict[str, str | None]]) -> set[tuple[str, object]]:
-    out = set()
-    for f in fields or ():
-        if f.get("value") and f.get("vr") in CANDIDATE_VRS:
-            for part in str(f["value"]).split("\\"):
-                key = _key(part)
-                if key is not None:
-                    out.add((str(f["path"]), key))
-    return out
-
-
-# ----------------------------------------------------------------------------- reading outputs
-def _text(elem: DataElement) -> str | None:
-    """Text of an element as the scan stage writes it (multi-values joined with a backslash)."""
-    value = elem.value
-    if value is None:
+def _own_of(item: WorkItem) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+    if item[1] is None:
         return None
-    if elem.VR in _BINARY_VRS or isinstance(value, (bytes, bytearray)):
-        if not isinstance(value, (bytes, bytearray)):
-            return None
-        return bytes(value).decode("latin-1")
-    if isinstance(value, (list, tuple)) or elem.VM > 1:
-        return "\\".join(str(v) for v in value)
-    return str(value)
+    return {path: (vr, tuple(values)) for path, vr, values in json.loads(item[1])}
 
 
-def _elements(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement]]:
-    """(tag path, element) for every non-sequence element, sequence items included."""
-    for elem in ds:
-        path = prefix + (elem.keyword or str(elem.tag))
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or ()):
-                yield from _elements(item, f"{path}[{i}].")
-        else:
-            yield path, elem
+@dataclass(frozen=True)
+class VerifyConfig:
+    """What a verify worker needs; built once by :func:`prepare`, shared by every task."""
+
+    root: str
+    candidates: Candidates
+    keep: tuple[Selector, ...]
+    skip: frozenset[str]
+    literals: tuple[tuple[Selector, tuple[str, ...]], ...] = ()
+    #: tag path -> (VR, every input's values there): for outputs without a manifest row
+    anywhere: dict[str, tuple[str, frozenset[str], frozenset[tuple[str, ...]]]] | None = None
 
 
-def _read_output(path: str) -> list[tuple[str, str]] | None:
-    """(tag path, text) of every element of an output file; None if it cannot be read."""
+# ------------------------------------------------------------------------------ the recipe
+def recipe_keeps(recipe: Any) -> tuple[str, ...]:
+    """The KEEP selectors of a recipe (header KEEP lines; ``values:``/``fields:`` lists are not
+    understood by deid's KEEP, so not here either)."""
+    out = []
+    for action in getattr(recipe, "header", ()):
+        if action.action == "KEEP" and action.field:
+            if compile_selector(str(action.field)).kind not in ("values", "fields"):
+                out.append(str(action.field))
+    return tuple(out)
+
+
+def _recipe_literals(recipe: Any) -> tuple[tuple[Selector, tuple[str, ...]], ...]:
+    out = []
+    for action in getattr(recipe, "header", ()):
+        value = action.value
+        if action.action in _LITERAL_ACTIONS and action.field and value and not value.startswith(_NOT_LITERAL):
+            selector = compile_selector(str(action.field))
+            if selector.kind not in ("values", "fields"):
+                out.append((selector, _parts(str(value))))
+    return tuple(out)
+
+
+def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[str, Any]]:
+    """(effective recipe, ``_run.json``) for a verify run; ``ConfigError`` naming the fix."""
+    from deid_batch.recipe.parse import load_recipe
+    from deid_batch.stages.manifest import RECIPE_FILE, RUN_FILE
+
+    run: dict[str, Any] = {}
+    if manifest is not None:
+        path = os.path.join(manifest, RUN_FILE)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                run = json.load(fh)
+    if recipe is not None:
+        return load_recipe(recipe, base=base), run
+    if manifest is None:
+        raise ConfigError("verify needs the recipe the outputs were made with: give the apply run's "
+                          "manifest folder (--manifest DIR; default OUTDIR.manifest) or --recipe R")
+    path = os.path.join(manifest, RECIPE_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f"manifest folder {manifest} has no {RECIPE_FILE} (made by an older "
+                          "deid-batch?); give the recipe the outputs were made with: --recipe R")
     try:
-        ds = pydicom.dcmread(path)
-        out = []
-        for source in (getattr(ds, "file_meta", None) or Dataset(), ds):
-            for tag_path, elem in _elements(source):
-                if elem.tag in _NOT_SEARCHED:
-                    continue
-                text = _text(elem)
-                if text:
-                    out.append((tag_path, text))
-        return out
-    except Exception:  # any unreadable output is reported, never raised
-        return None
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        loaded = load_recipe(data["recipe"], base=None)
+        stack = tuple(str(s) for s in data.get("stack") or ())
+        return (dataclasses.replace(loaded, stack=stack) if stack else loaded), run
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: cannot read the run's recipe ({type(exc).__name__}); give the "
+                          "recipe the outputs were made with: --recipe R") from None
 
 
-# ---------------------------------------------------------------------------------- matching
-def _found(text: str, cands: _Candidates) -> Iterator[object]:
-    """Candidate keys occurring in ``text``."""
-    for uid in _UID_RE.findall(text):
-        if uid in cands.kinds:
-            yield uid
-    words = _WORD_RE.findall(text.lower())
-    for i, word in enumerate(words):
-        for key in cands.by_first.get(word, ()):
-            if tuple(words[i : i + len(key)]) == key:
-                yield key
-        if len(word) > 8 and word.isdigit() and (word[:8],) in cands.kinds:
-            yield (word[:8],)
-
-
-_PLAIN_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9]*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|[0-9A-Fa-f]{8})$")
-
-
-def recipe_keeps(recipe: Any) -> frozenset[str] | None:
-    """The ``keep=`` list of a "remove everything" recipe (its KEEP fields), else ``None``.
-
-    Strict verification only makes sense when the recipe removes everything it does not name
-    (``REMOVE ALL``) and names what it keeps plainly (keywords or tags). For any other recipe
-    (one that keeps what it does not mention, or KEEPs through expanders such as ``contains:``)
-    this returns ``None``: verify then infers what was kept.
-    """
-    header = getattr(recipe, "header", ())
-    if not any(a.action == "REMOVE" and str(a.field).lower() == "all" for a in header):
-        return None
-    keeps = [str(a.field) for a in header if a.action == "KEEP"]
-    if not all(_PLAIN_FIELD.match(k) for k in keeps):
-        return None
-    return frozenset(keeps)
-
-
-def _identifying(path: str) -> bool:
-    """Is a table field worth searching for (not software, device or private-creator text)?"""
-    last = path.rsplit(".", 1)[-1]
-    return last not in NOT_IDENTIFYING and not _PRIVATE_CREATOR.search(last)
-
-
-def _may_keep(tag_path: str, keep_names: set[str] | None) -> bool:
-    """Can the element at ``tag_path`` hold a value kept on purpose?"""
-    if keep_names is None:
-        return True
-    last = tag_path.rsplit(".", 1)[-1].lower()
-    return last in keep_names or tag_path.lower() in keep_names
-
-
+# ------------------------------------------------------------------------------ preparing
 def _load_ids(ids: str | os.PathLike[str] | pa.Table) -> pa.Table:
     if isinstance(ids, pa.Table):
         return ids
-    return pq.read_table(os.fspath(ids), columns=["source", "entity_id", "item_id", "fields"])
+    path = os.fspath(ids)
+    if not os.path.exists(path):
+        raise ConfigError(f"identifiers table {path} does not exist; give the table `deid-batch scan` "
+                          "wrote for the inputs (--ids IDS.parquet)")
+    try:
+        return pq.read_table(path, columns=["source", "entity_id", "item_id", "fields"])
+    except (OSError, pa.ArrowException) as exc:
+        raise ConfigError(f"identifiers table {path} cannot be read as Parquet ({type(exc).__name__}); "
+                          "give the table `deid-batch scan` wrote (--ids IDS.parquet)") from None
 
 
-def _load_pairing(manifest: str | None) -> dict[str, str]:
-    """output path -> source path, from the manifest (written rows only)."""
+def _load_pairing(manifest: str | None, root: str, made_in: str | None) -> dict[str, str]:
+    """output path -> source path, from the manifest (rows with an output). Outputs listed under
+    the run's own output folder (``_run.json``) are found under ``root`` when OUTDIR was moved."""
     if manifest is None:
         return {}
     from deid_batch.stages.manifest import read_manifest
 
     table = read_manifest(manifest).select(["source", "output"])
-    return {
-        os.path.abspath(out): src
-        for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist())
-        if out
-    }
+    pairing = {}
+    for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist()):
+        if out:
+            out = os.path.abspath(out)
+            if made_in and made_in != root and out.startswith(made_in.rstrip(os.sep) + os.sep):
+                out = os.path.join(root, os.path.relpath(out, made_in))
+            pairing[out] = src
+    return pairing
 
 
 def _output_files(output_folder: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for folder, dirs, files in os.walk(output_folder):
         dirs.sort()
         found.extend(os.path.join(folder, name) for name in sorted(files))
     return found
 
 
-def verify(
-    output_folder: str | os.PathLike[str],
-    ids: str | os.PathLike[str] | pa.Table,
-    *,
-    manifest: str | None = None,
-    min_length: int = 4,
-    keep: Iterable[str] | None = None,
-) -> list[Hit]:
-    """Rescan every output for original identifier values that the recipe removed or replaced.
-
-    Parameters
-    ----------
-    output_folder : path
-        The de-identified output folder (every file under it is checked).
-    ids : path or pyarrow.Table
-        The identifiers table of the inputs (Parquet file or dataset folder, or a table).
-    manifest : path, optional
-        The run's manifest folder: pairs each output with its input, so a value counts as kept
-        only when the output holds it where its *own* input did.
-    min_length : int
-        Shorter values are not searched for.
-    keep : iterable of str, optional
-        The fields the recipe keeps on purpose (keywords such as ``StudyDate``, or tags
-        ``(0008,0020)``). Given, a value is exempt only where it sits at its own path in one of
-        these fields (strict: a value the recipe failed to remove in place is a hit). Not given,
-        keeping is inferred: any non-UID value at its own path is taken as kept, and original
-        instance UIDs are never exempt (every recipe of this project replaces them).
-
-    Returns
-    -------
-    list of Hit
-        One per (file, tag path, kind) found; empty when the outputs are clean.
-    """
-    root = os.path.abspath(os.fspath(output_folder))
-    pairing = _load_pairing(manifest)
-    cands, per_source, global_pairs = _collect(_load_ids(ids), bool(pairing), min_length)
-    files = _output_files(root)
-    keep_names = None if keep is None else {k.lower() for k in keep}
-    kept_global: set[object] = set()  # kept in an output with no manifest row: exempt everywhere
-    kept_own: dict[str, set[object]] = {}  # kept in a paired output: exempt in that output only
-    for path in files:  # first pass: what did the recipe keep at its own path?
-        source = pairing.get(path)
-        if source in per_source:
-            _add_kept(path, per_source[source], keep_names, kept_own.setdefault(path, set()))
-        else:
-            _add_kept(path, global_pairs, keep_names, kept_global)
-    logger.debug("verify: %d candidate values, %d output files", len(cands.kinds), len(files))
-    hits: list[Hit] = []
-    for path in files:  # second pass: search (files are read again: memory stays flat)
-        hits.extend(_search(path, root, cands, kept_global, kept_own.pop(path, set())))
-    for hit in hits:
-        logger.info("%s", hit)
-    return hits
+def _originals(fields: Iterable[dict[str, Any]] | None, excluded: frozenset[str]) -> tuple[Original, ...]:
+    out = []
+    for f in fields or ():
+        vr, value, path = f.get("vr"), f.get("value"), str(f.get("path"))
+        if not value or vr not in TEXT_VRS or not _identifying(path):
+            continue
+        parts = tuple(p for p in _parts(str(value)) if p not in excluded and not _well_known_uid(p))
+        if parts:
+            out.append((path, str(vr), parts))
+    return tuple(out)
 
 
-def _collect(table: pa.Table, paired: bool, min_length: int
-             ) -> tuple[_Candidates, dict[str, set[tuple[str, object]]], set[tuple[str, object]]]:
-    """Candidates, (path, value) pairs per source (when paired) and over all sources."""
-    cands = _Candidates()
-    per_source: dict[str, set[tuple[str, object]]] = {}
-    global_pairs: set[tuple[str, object]] = set()
+def _generated_uids(key: bytes | None, cands: Candidates) -> frozenset[str]:
+    if not key:
+        return frozenset()
+    from deid_batch.recipe.keyed import keyed_uid_value as keyed_uid
+
+    return frozenset(keyed_uid(key, c) for c in cands.kinds if isinstance(c, str))
+
+
+def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recipe: Any,
+            run: dict[str, Any], manifest: str | None, min_length: int = 4,
+            key: bytes | None = None) -> tuple[VerifyConfig, list[WorkItem]]:
+    """The shared config and one work item per file under ``output_folder``."""
+    from deid_batch.recipe.engine import DEFAULT_PUT_ACTIONS, DEFAULT_SKIP
+
+    table = _load_ids(ids)
+    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"))
+    excluded = tool_values()
+    cands = Candidates()
+    own: dict[str, tuple[Original, ...]] = {}
     for row in table.to_pylist():
         fields = row.get("fields") or []
         for f in fields:
-            if f.get("value") and f.get("vr") in CANDIDATE_VRS and _identifying(str(f["path"])):
-                for key, origin in _field_keys(str(f["vr"]), str(f["value"]), min_length):
-                    cands.add(key, str(f["vr"]), origin)
+            vr, value = f.get("vr"), f.get("value")
+            if value and vr in SEARCHED_VRS and _identifying(str(f.get("path"))):
+                cands.add(str(vr), str(vr), str(value), min_length, excluded)
         for column in ("entity_id", "item_id"):
             if row.get(column):
-                for key, origin in _field_keys("", str(row[column]), min_length):
-                    cands.add(key, column, origin)
-        pairs = _pairs_of_row(fields)
-        if paired:
-            per_source[str(row["source"])] = pairs
-        global_pairs |= pairs
+                cands.add("", column, str(row[column]), min_length, excluded)
+        own[str(row["source"])] = _originals(fields, excluded)
+    generated = _generated_uids(key, cands)
+    for uid in generated & cands.kinds.keys():
+        del cands.kinds[uid]
     cands.finish()
-    return cands, per_source, global_pairs
+    files = _output_files(output_folder)
+    items = [_work_item(p, own.get(pairing[p]) if p in pairing else None) for p in files]
+    anywhere = _anywhere(own.values()) if any(i[1] is None for i in items) else None
+    skip = frozenset(run.get("skip") or DEFAULT_SKIP)
+    puts = run.get("put_actions")
+    put_keeps = ([p.split()[1] for p in puts if p.startswith("KEEP ") and len(p.split()) > 1]
+                 if puts is not None else [a.field for a in DEFAULT_PUT_ACTIONS if a.action == "KEEP"])
+    keep = tuple(compile_selector(k) for k in (*recipe_keeps(recipe), *put_keeps))
+    logger.debug("verify: %d candidate values, %d output files, %d KEEP selectors",
+                 len(cands.kinds), len(files), len(keep))
+    config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere)
+    return config, items
 
 
-def _add_kept(path: str, expected: set[tuple[str, object]], keep_names: set[str] | None,
-              kept: set[object]) -> None:
-    """Add to ``kept`` the values this output holds at the path where an input held them."""
-    for tag_path, text in _read_output(path) or ():
-        if not _may_keep(tag_path, keep_names):
+def _anywhere(rows: Iterable[tuple[Original, ...]]
+              ) -> dict[str, tuple[str, frozenset[str], frozenset[tuple[str, ...]]]]:
+    parts: dict[str, set[str]] = defaultdict(set)
+    wholes: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    vrs: dict[str, str] = {}
+    for originals in rows:
+        for path, vr, values in originals:
+            vrs.setdefault(path, vr)
+            parts[path].update(values)
+            wholes[path].add(values)
+    return {p: (vrs[p], frozenset(parts[p]), frozenset(wholes[p])) for p in vrs}
+
+
+# ------------------------------------------------------------------------------ the worker
+@dataclass
+class _Element:
+    """One element of an output as the checks see it."""
+
+    path: str
+    vr: str
+    text: str
+    entry: DicomField
+    kept: bool  # an enclosing sequence is kept (KEEP line or skip list)
+
+
+def _text(elem: DataElement) -> str | None:
+    """The text of a text-VR element (or a printable UN one); None for anything else."""
+    vr = elem.VR
+    value = elem.value
+    if value is None or value == "":
+        return None
+    if vr == "UN":
+        if not isinstance(value, (bytes, bytearray)):
+            return None
+        try:
+            text = bytes(value).rstrip(b"\x00 ").decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return text if text and text.isprintable() else None
+    if vr not in TEXT_VRS or isinstance(value, (bytes, bytearray)):
+        return None
+    if isinstance(value, (list, tuple)) or elem.VM > 1:
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _walk(ds: Dataset, config: VerifyConfig, prefix: str = "", name: str | None = None,
+          uid: str | None = None, parents: tuple[tuple[int, int], ...] = (), kept: bool = False,
+          meta: bool = False) -> Iterator[_Element]:
+    for elem in ds:
+        tag = int(elem.tag)
+        if tag in _NOT_SEARCHED:
             continue
-        for part in text.split("\\"):
-            key = _key(part)
-            if key is None or (tag_path, key) not in expected:
-                continue
-            if keep_names is not None or not isinstance(key, str):  # UIDs: only if declared
-                kept.add(key)
+        keyword = elem.keyword or ""
+        tagstr = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        path = prefix + (keyword if keyword and not elem.tag.is_private else tagstr)
+        ename = keyword if name is None else f"{name}__{keyword}"
+        euid = tagstr if uid is None else f"{uid}__{tagstr}"
+        entry = DicomField(elem, ename, euid, meta, parents, ds)
+        here = kept or keyword in config.skip or tagstr in config.skip or _selected(config.keep, entry)
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or ()):
+                yield from _walk(item, config, f"{path}[{i}].", ename, f"{euid}__{i}",
+                                 (*parents, (tag, i)), here, meta)
+            continue
+        text = _text(elem)
+        if text:
+            yield _Element(path, str(elem.VR), text, entry, here)
 
 
-def _search(path: str, root: str, cands: _Candidates, kept_global: set[object],
-            kept_own: set[object]) -> list[Hit]:
-    """The hits of one output file (its name included)."""
-    elems = _read_output(path)
+def _selected(selectors: Iterable[Selector], entry: DicomField) -> bool:
+    return any(s.matches(entry) for s in selectors)
+
+
+def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
+    try:
+        ds = pydicom.dcmread(path, defer_size="64 KB")
+        meta = getattr(ds, "file_meta", None)
+        out = list(_walk(meta, config, meta=True)) if meta is not None else []
+        return out + list(_walk(ds, config))
+    except Exception:  # noqa: BLE001 - any unreadable output is reported, never raised
+        return None
+
+
+def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
+    output = item[0]
+    elements = _read(output, config)
     found: set[tuple[str, str]] = set()
-    if elems is None:
+    if elements is None:
         found.add(("<file>", "unreadable"))
-    texts = [("<name>", os.path.relpath(path, root))] + (elems or [])
-    for tag_path, text in texts:
-        for key in _found(text, cands):
-            if not (cands.exempt(key, kept_global) or cands.exempt(key, kept_own)):
-                found.add((tag_path, cands.kinds[key]))
-    return [Hit(path, tag_path, kind) for tag_path, kind in sorted(found)]
+    cands = config.candidates
+    for key in cands.found(os.path.relpath(output, config.root), uid_only=False):
+        found.add(("<name>", cands.kinds[key]))
+    own = _own_of(item)
+    for el in elements or ():
+        parts = _parts(el.text)
+        if own is not None:
+            vr, theirs = own.get(el.path, ("", ()))
+            same_whole, same_parts = parts == theirs, set(parts) & set(theirs)
+        else:
+            vr, every, wholes = (config.anywhere or {}).get(el.path, ("", frozenset(), frozenset()))
+            same_whole, same_parts = parts in wholes, set(parts) & every
+        if same_whole and el.kept:
+            continue  # kept on purpose, unchanged
+        if _literal(config, el, parts):
+            continue  # the recipe's own value
+        if same_parts and not el.kept:
+            found.add((el.path, vr))  # a value that stayed where it was
+        for key in cands.found(el.text, uid_only=el.vr == "UI"):
+            found.add((el.path, cands.kinds[key]))
+    return [Hit(output, tag_path, kind) for tag_path, kind in sorted(found)]
+
+
+def _literal(config: VerifyConfig, el: _Element, parts: tuple[str, ...]) -> bool:
+    return any(parts == value and selector.matches(el.entry) for selector, value in config.literals)
+
+
+def verify_partition(items: Sequence[WorkItem], config: VerifyConfig, partition: int = 0) -> list[Hit]:
+    """The hits of a partition of outputs (pure: reads the outputs, writes nothing)."""
+    hits: list[Hit] = []
+    with no_value_logging():
+        for item in items:
+            hits.extend(_check_file(item, config))
+    return hits
