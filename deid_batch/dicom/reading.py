@@ -35,6 +35,7 @@ are often foldered by patient name: the path is the caller's to show, e.g. in th
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import struct
@@ -158,6 +159,7 @@ def read_dataset(
     *,
     stop_before_pixels: bool = False,
     specific_tags: Iterable[Any] | None = None,
+    data: bytes | None = None,
 ) -> FileDataset:
     """Read ``path`` read-only as deid does (``force=True``), or raise :class:`DatasetError`.
 
@@ -169,6 +171,9 @@ def read_dataset(
         Do not read the pixel data (its length is still checked against the file size).
     specific_tags : iterable of tags or keywords, optional
         Only read these elements (plus SOPClassUID, SOPInstanceUID and the character set).
+    data : bytes, optional
+        The file's bytes, already fetched (an object from :mod:`deid_batch.stages.storage`):
+        parsed from memory, ``path`` only names it.
 
     Returns
     -------
@@ -181,9 +186,11 @@ def read_dataset(
         With ``reason`` one of ``empty``, ``not-dicom``, ``truncated``, ``dicomdir``,
         ``unreadable``, ``not-regular``. Nothing else is raised for bad input.
     """
-    f = _open(path)
+    if data is not None and not data:
+        raise _fail(Reason.EMPTY, path, "empty file (0 bytes)")
+    f = _open(path) if data is None else io.BytesIO(data)
     try:
-        size = os.fstat(f.fileno()).st_size
+        size = os.fstat(f.fileno()).st_size if data is None else len(data)
         return _parse(f, path, size, stop_before_pixels, specific_tags)
     except DatasetError:
         raise

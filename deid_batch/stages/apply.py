@@ -26,6 +26,7 @@ from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
+from deid_batch.stages import storage
 from deid_batch.stages.layout import output_path
 
 __all__ = ["ApplyConfig", "apply_partition", "process_file"]
@@ -49,6 +50,8 @@ class ApplyConfig:
     stamp_ns: int | None = None
     #: the run has a variable mapping (the manifest's ``mapped`` column says whether a file had a row)
     has_mapping: bool = False
+    #: fsspec options for URL inputs and outputs (may hold secrets: not in the repr)
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -65,14 +68,14 @@ def _sop_instance_uid(ds: Any) -> str | None:
 def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
                  partition: int = 0) -> dict[str, Any]:
     """De-identify one file; return its manifest row (never raises for bad input)."""
-    problem = reading.classify_entry(source)
+    problem, data = storage.load_input(source, config.storage_options)
     if problem is not None:
         status, reason, message = problem
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
     try:
-        ds = reading.read_dataset(source)
+        ds = reading.read_dataset(source, data=data)
     except DatasetError as exc:
         status = Status.SKIPPED if exc.reason == Reason.DICOMDIR.value else Status.FAILED
         return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
@@ -89,16 +92,21 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                     (), partition)
     warnings = result.warnings
     try:
-        data = encode(result.dataset, character_set=character_set)
+        encoded = encode(result.dataset, character_set=character_set)
     except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: the de-identified dataset cannot be encoded "
                     f"({type(exc).__name__}); a value does not fit its VR", warnings, partition)
     try:
-        outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
+        if storage.is_url(out):
+            outcome = storage.put_object(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
+                                         options=config.storage_options)
+        else:
+            outcome = write_atomic(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
         return _row(source, None, Status.FAILED,
-                    f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)
+                    f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror or type(exc).__name__}",
+                    warnings, partition)
     uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",

@@ -29,8 +29,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from deid_batch.dicom import reading
 from deid_batch.dicom.writing import Outcome
 from deid_batch.errors import ConfigError
+from deid_batch.hygiene import private_file, private_folder
 from deid_batch.schemas import Reason, Status
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "is_url",
     "join",
     "list_entries",
+    "load_input",
     "normalise",
     "put_object",
     "read_bytes",
@@ -208,6 +211,20 @@ def fetch_input(url: str, options: StorageOptions | None = None) -> bytes | tupl
     return data
 
 
+def load_input(source: str, options: StorageOptions | None = None
+               ) -> tuple[tuple[Status, Reason, str] | None, bytes | None]:
+    """``(verdict, data)`` of one input entry for the readers.
+
+    Local paths: ``(classify_entry(source), None)``, the file is read later by
+    :func:`~deid_batch.dicom.reading.read_dataset` itself. URLs: the object is fetched here once
+    (``(None, bytes)``) or gets its verdict (``(verdict, None)``).
+    """
+    if not is_url(source):
+        return reading.classify_entry(source), None
+    got = fetch_input(source, options)
+    return (got, None) if isinstance(got, tuple) else (None, got)
+
+
 def _is_s3(fs: Any) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "s3" in protocol
@@ -268,7 +285,8 @@ def put_object(url: str, data: bytes, *, overwrite: bool, stamp_ns: int | None =
 class Folder:
     """A folder of small files (the manifest folder): local, or a prefix of an object store.
 
-    Local folders keep their exact behaviour (mode 0700, writes through ``NAME.tmp`` + rename);
+    Local folders keep their exact behaviour (mode 0700, files 0600 written through ``NAME.tmp``
+    + rename);
     on object storage every write is one put and there are no modes (use the bucket's policy).
     """
 
@@ -282,7 +300,7 @@ class Folder:
 
     def create(self) -> None:
         if not self.url:
-            os.makedirs(self.location, mode=0o700, exist_ok=True)
+            private_folder(self.location)
 
     def exists(self, name: str | None = None) -> bool:
         target = self.location if name is None else self.path(name)
@@ -310,6 +328,7 @@ class Folder:
             write_bytes(target, data, self.options)
             return
         tmp = target + ".tmp"
+        private_file(tmp)
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
