@@ -51,6 +51,7 @@ __all__ = [
     "normalise",
     "put_object",
     "read_bytes",
+    "upload_file",
     "write_bytes",
 ]
 
@@ -99,7 +100,8 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[Any, st
     except ImportError:
         raise ConfigError(f"{url}: URLs need fsspec; install deid-batch[s3] (pip install 'deid-batch[s3]')") from None
     try:
-        return fsspec.core.url_to_fs(url, **dict(options or {}))
+        fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+        return fs, str(path)
     except (ImportError, ValueError) as exc:
         scheme = _scheme(url) or "?"
         raise ConfigError(
@@ -185,6 +187,13 @@ def write_bytes(url: str, data: bytes, options: StorageOptions | None = None) ->
     """Put ``data`` as the object at ``url`` in one atomic put (replacing what is there)."""
     fs, path = filesystem(url, options)
     fs.pipe_file(path, data)
+
+
+def upload_file(local: str, url: str, options: StorageOptions | None = None) -> None:
+    """Put the local file ``local`` as the object ``url`` (one put, or a multipart upload that the
+    store makes visible only when complete: atomic either way)."""
+    fs, path = filesystem(url, options)
+    fs.put_file(local, path)
 
 
 # ------------------------------------------------------------------------------ worker side
