@@ -55,6 +55,32 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
 
 
+def _storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", metavar="JSON", default=None,
+                   help="options for fsspec when a path is a URL (s3://bucket/prefix), e.g. "
+                   "'{\"profile\": \"lab\"}' or '{\"endpoint_url\": \"http://minio:9000\"}'; credentials "
+                   "otherwise come from the AWS environment variables (AWS_ENDPOINT_URL too) and profiles")
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--storage-options`` as a dict (exit 2 with a clear message when it is not a JSON object)."""
+    import json
+
+    from deid_batch.errors import ConfigError
+
+    text = getattr(args, "storage_options", None)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--storage-options is not valid JSON ({exc.msg} at character {exc.pos}); "
+                          "give a JSON object such as '{\"anon\": true}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--storage-options must be a JSON object such as '{\"anon\": true}'")
+    return value
+
+
 def _base_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default=DEFAULT_BASE, metavar="NAME|none",
                    help=f"recipe layered under --recipe (default {DEFAULT_BASE}: every element not kept or "
@@ -78,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--entity-id", metavar="FIELD", help="entity id field (default PatientID)")
     p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
     p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, get.ids)")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("apply", help="de-identify files into a sharded output folder, with a manifest",
@@ -104,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
     p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, put.actions)")
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("strip-private", help="copy files with every private tag removed",
@@ -114,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run (same settings)")
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("verify", help="rescan outputs for original identifier values (exit 1 on a hit)",
@@ -239,12 +268,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from deid_batch.stages.discover import discover
     from deid_batch.stages.pipeline import open_executor
     from deid_batch.stages.scan import ScanConfig
+    from deid_batch.stages.storage import normalise
 
     cfg = load_config(args.config)
+    options = _storage_options(args)
     scan_config = ScanConfig(args.entity_id or cfg.entity_id or "PatientID",
-                             args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip)
-    paths = discover(args.sources)
-    ids = os.path.abspath(args.ids)
+                             args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, storage_options=options)
+    paths = discover(args.sources, options)
+    ids = normalise(args.ids)
     errors_path = ids[:-8] + ".errors.parquet" if ids.endswith(".parquet") else ids + ".errors.parquet"
     with open_executor(workers=_workers(args), scheduler=args.scheduler) as ex:
         _announce(args)(ex)
@@ -283,7 +314,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         item_id=args.item_id, workers=_workers(args), scheduler=args.scheduler, config=args.config,
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
-        collect_outputs=False)
+        collect_outputs=False, storage_options=_storage_options(args))
     _print_report(report)
     return report.exit_code
 
@@ -294,7 +325,8 @@ def _cmd_strip(args: argparse.Namespace) -> int:
     report = run_apply(args.sources, recipe=_EMPTY_RECIPE, output_folder=args.out, overwrite=args.overwrite,
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
                        manifest=args.manifest, resume=args.resume, progress=_progress(args, "strip-private"),
-                       on_start=_announce(args), collect_outputs=False)
+                       on_start=_announce(args), collect_outputs=False,
+                       storage_options=_storage_options(args))
     _print_report(report)
     return report.exit_code
 

@@ -100,7 +100,8 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[Any, st
     except ImportError:
         raise ConfigError(f"{url}: URLs need fsspec; install deid-batch[s3] (pip install 'deid-batch[s3]')") from None
     try:
-        fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+        # listings are not cached: other processes (workers, an earlier run) write to the same prefixes
+        fs, path = fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **dict(options or {})})
         return fs, str(path)
     except (ImportError, ValueError) as exc:
         scheme = _scheme(url) or "?"
