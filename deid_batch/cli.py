@@ -334,6 +334,12 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from deid_batch.stages.verify import recipe_keeps, verify
 
+    from deid_batch.errors import ConfigError
+    from deid_batch.stages.storage import is_url
+
+    if is_url(args.output) or is_url(args.ids):
+        raise ConfigError("verify reads local folders and files only; copy OUTDIR and IDS.parquet from "
+                          "object storage first (e.g. `aws s3 sync`)")
     keep = None
     if args.recipe:
         from deid_batch.recipe.parse import load_recipe

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pydicom
 import pytest
 
@@ -129,6 +130,21 @@ def test_discovery_lists_every_object_once_in_key_order(s3: S3, bucket: str, tmp
         discover(f"s3://{bucket}/nothing-here")
 
 
+def test_a_url_without_its_filesystem_package_is_a_clear_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no filesystem for nosuch:// URLs.*install its fsspec package"):
+        discover("nosuch://bucket/in")
+    generate_archive(tmp_path / "in", 1)
+    with pytest.raises(ConfigError, match="nosuch://"):
+        run_apply(tmp_path / "in", output_folder="nosuch://bucket/out", client="sync")
+    assert not (tmp_path / "in.manifest").exists()
+
+
+def test_cli_verify_on_a_url_says_to_copy_first(tmp_path: Path) -> None:
+    from deid_batch.cli import main
+
+    assert main(["verify", "s3://bucket/out", "--ids", str(tmp_path / "ids.parquet")]) == 2
+
+
 # ------------------------------------------------------------------------------------------ apply
 def test_apply_from_s3_to_s3_puts_complete_dicom_objects_and_a_row_per_input(
         s3: S3, bucket: str, tmp_path: Path) -> None:
@@ -154,6 +170,7 @@ def test_apply_from_s3_to_s3_puts_complete_dicom_objects_and_a_row_per_input(
         assert len(ds.PixelData) == ds.Rows * ds.Columns * ds.BitsAllocated // 8 * ds.get("SamplesPerPixel", 1)
     # verify-equivalent: no original identifier survives in any output
     ids = get_identifiers(tmp_path / "in", client="sync")
+    assert isinstance(ids, pa.Table)
     originals = {v for name in ("entity_id", "item_id", "PatientName", "StudyInstanceUID", "AccessionNumber")
                  if name in ids.column_names for v in ids.column(name).to_pylist() if v and len(v) > 3}
     assert originals
