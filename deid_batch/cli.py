@@ -332,10 +332,9 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deid_batch.stages.verify import recipe_keeps, verify
-
     from deid_batch.errors import ConfigError
     from deid_batch.stages.storage import is_url
+    from deid_batch.stages.verify import recipe_keeps, verify
 
     if is_url(args.output) or is_url(args.ids):
         raise ConfigError("verify reads local folders and files only; copy OUTDIR and IDS.parquet from "
