@@ -38,6 +38,7 @@ from deid_batch.recipe.filters import Filters, compile_filters
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
+from deid_batch.stages import storage
 from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
 from deid_batch.stages.detect import DetectConfig, detect_partition
@@ -164,10 +165,14 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     """Scan ``paths``; return (identifiers, errors). With ``parquet_path`` the identifiers are
     streamed to Parquet in input order and the returned table keeps only the key columns."""
     size = partition_size(len(paths), size)
+    options = scan_config.storage_options
+    remote = parquet_path is not None and storage.is_url(parquet_path)
+    # a table for object storage is written to a private local file, then put whole (one object)
+    tmp = _private_tmp() if remote else f"{parquet_path}.tmp"
     writer = None
     if parquet_path:  # PHI: readable by the owner only
-        private_file(f"{parquet_path}.tmp")
-        writer = pq.ParquetWriter(f"{parquet_path}.tmp", IDENTIFIERS)
+        private_file(tmp)
+        writer = pq.ParquetWriter(tmp, IDENTIFIERS)
     kept: list[pa.RecordBatch] = []
     errs: list[pa.RecordBatch] = []
     pending: dict[int, pa.RecordBatch] = {}
@@ -194,15 +199,25 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     except BaseException:
         if writer is not None:
             writer.close()
-            os.unlink(f"{parquet_path}.tmp")
+            os.unlink(tmp)
         raise
     if writer is not None and parquet_path is not None:
         writer.close()
-        os.replace(f"{parquet_path}.tmp", parquet_path)
+        if remote:
+            try:
+                storage.upload_file(tmp, parquet_path, options)
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, parquet_path)
     schema = IDENTIFIERS if keep_fields and writer is None else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
     table = pa.Table.from_batches(kept, schema=schema)
     errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
-    if errors_path:  # source paths (often foldered by patient name): private too
+    if errors_path and storage.is_url(errors_path):
+        sink = pa.BufferOutputStream()
+        pq.write_table(errors_table, sink)
+        storage.write_bytes(errors_path, sink.getvalue().to_pybytes(), options)
+    elif errors_path:  # source paths (often foldered by patient name): private too
         private_file(errors_path + ".tmp")
         pq.write_table(errors_table, errors_path + ".tmp")
         os.replace(errors_path + ".tmp", errors_path)
@@ -210,6 +225,13 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
 
 
 _KEYS = ("source", "entity_id", "item_id")
+
+
+def _private_tmp() -> str:
+    """A new local file only this user can read (mode 0600), for a table bound for object storage."""
+    fd, path = tempfile.mkstemp(prefix="deid-batch-ids-", suffix=".parquet")
+    os.close(fd)
+    return path
 
 
 def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
@@ -229,6 +251,7 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
                     cluster: Any = None, config: Any = None, expand_sequences: bool = True,
                     return_errors: bool = False,
                     progress: Progress | None = None, dicom_files: Any = None,
+                    storage_options: Mapping[str, Any] | None = None,
                     ) -> pa.Table | tuple[pa.Table, pa.Table]:
     """One row per readable file: source, entity and item ids, flattened header fields.
 
@@ -238,8 +261,9 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
     """
     cfg = load_config(config)
     scan_config = ScanConfig(entity_id or cfg.entity_id or "PatientID",
-                             item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences)
-    paths = discover(_files_arg(files, dicom_files))
+                             item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences,
+                             dict(storage_options or {}))
+    paths = discover(_files_arg(files, dicom_files), storage_options)
     with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         table, errors = run_scan(paths, scan_config, ex, progress=progress)
     if errors.num_rows:
@@ -361,13 +385,23 @@ def _check_manifest_location(files: Any, output_folder: str, manifest_dir: str) 
             f"manifest folder {manifest_dir} is inside an input folder; inputs are never modified: "
             "choose a --manifest folder outside every input"
         ) from None
-    out, man = os.path.realpath(output_folder), os.path.realpath(manifest_dir)
-    if man == out or man.startswith(out.rstrip(os.sep) + os.sep) or out.startswith(man.rstrip(os.sep) + os.sep):
+    if storage.inside(manifest_dir, output_folder) or storage.inside(output_folder, manifest_dir):
         raise ConfigError(
             f"manifest folder {manifest_dir} and output folder {output_folder} overlap; the output "
             "is shared as is and must hold only de-identified files: choose a --manifest folder "
             "beside it (the default is OUTDIR.manifest)"
         )
+
+
+def _prepare_output(output_folder: str, resume: bool) -> None:
+    """Create a local output folder (object stores need none); on resume, drop a crash's temporaries."""
+    if storage.is_url(output_folder):
+        return  # objects are put whole: no temporary object is ever left
+    if resume and os.path.isdir(output_folder):
+        stale = _clean_stale_tmp(output_folder)
+        if stale:
+            logger.info("removed %d partial temporary files left by the interrupted run", stale)
+    os.makedirs(output_folder, exist_ok=True)
 
 
 def _clean_stale_tmp(folder: str) -> int:
@@ -388,8 +422,23 @@ def _mapping_name(variables: Any) -> str:
     return "the mapping table"
 
 
-def _read_ids(path: str) -> pa.Table:
+def _read_ids(path: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """The key columns of an identifiers table written by ``scan``."""
+    path = storage.normalise(path)
+    if storage.is_url(path):
+        try:
+            data: Any = pa.BufferReader(storage.read_bytes(path, storage_options))
+        except FileNotFoundError:
+            raise ConfigError(f"identifiers table {path} does not exist; write it with `deid-batch scan SRC "
+                              f"--ids {path}`, or leave out --ids") from None
+        except OSError as exc:
+            raise ConfigError(f"identifiers table {path} cannot be read ({type(exc).__name__}); check the "
+                              "URL and the credentials") from None
+        try:
+            return pq.read_table(data, columns=["source", "entity_id", "item_id"])
+        except (pa.ArrowInvalid, OSError, KeyError) as exc:
+            raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` "
+                              f"({type(exc).__name__}); a mapping goes to --vars, identifiers to --ids") from None
     if not os.path.isfile(path):
         raise ConfigError(f"identifiers table {path} does not exist; write it with `deid-batch scan SRC --ids "
                           f"{path}`, or leave out --ids")
@@ -428,14 +477,15 @@ def _holds_outputs(folder: str) -> bool:
     return False
 
 
-def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
+def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str,
+                     storage_options: Mapping[str, Any] | None = None,
                      ) -> tuple[pa.Table | None, pa.Table | None, dict[str, Callable[..., Any]]]:
     """Return (identifier keys table or None, mapping table or None, functions from ids)."""
     functions: dict[str, Callable[..., Any]] = {}
     keys_table = None
     mapping = None
     if isinstance(ids, (str, os.PathLike)):
-        keys_table = _read_ids(os.fspath(ids))
+        keys_table = _read_ids(os.fspath(ids), storage_options)
     elif isinstance(ids, pa.Table):
         keys_table = ids.select(["source", "entity_id", "item_id"])
     elif isinstance(ids, Mapping):
@@ -445,7 +495,7 @@ def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str
     if variables is not None:
         if mapping is not None:
             raise ConfigError("give variables either in ids (as_lookup dict) or in variables=, not both")
-        mapping = load_mapping(variables, name=_mapping_name(variables))
+        mapping = load_mapping(variables, name=_mapping_name(variables), storage_options=storage_options)
     return keys_table, mapping, functions
 
 
@@ -494,6 +544,7 @@ def _keys_from_sources(paths: list[str], mapping: pa.Table, entity: str, item: s
 def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
                         entity: str, item: str, cfg: DeidConfig, ex: Executor,
                         report: ApplyReport, ids_name: str = "the identifiers table",
+                        options: Mapping[str, Any] | None = None,
                         ) -> list[Mapping[str, Any] | None]:
     """Each file's variables from the mapping join.
 
@@ -506,9 +557,9 @@ def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: 
     if keys_table is None:
         keys_table = _keys_from_sources(paths, mapping, entity, item)
     if keys_table is None:
-        ids_path = os.path.join(report.manifest, "_identifiers.parquet")
+        ids_path = storage.join(report.manifest, "_identifiers.parquet")
         logger.info("gathering identifiers of %d files for the mapping join", len(paths))
-        keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip), ex,
+        keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip, storage_options=dict(options or {})), ex,
                                  parquet_path=ids_path, keep_fields=False)
         report.identifiers = ids_path
     else:
@@ -529,8 +580,10 @@ def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: 
     return [by_source.get(p) for p in paths]
 
 
-def _has_files(folder: str) -> bool:
+def _has_files(folder: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Does ``folder`` hold any file (at any depth)? Stops at the first one."""
+    if storage.is_url(folder):
+        return storage.has_files(folder, storage_options)
     if not os.path.isdir(folder):
         return False
     stack = [folder]
@@ -544,25 +597,25 @@ def _has_files(folder: str) -> bool:
     return False
 
 
-def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, key: bytes) -> None:
+def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, key: bytes,
+                      storage_options: Mapping[str, Any] | None = None) -> None:
     """Refuse an OUTDIR that already holds files made under another run key.
 
     Such a run would write a second copy of every input under new names. OUTDIR is accepted when
     this manifest folder's run wrote into it with this key, or when an output this key gives one
     of the inputs is already there.
     """
-    if not _has_files(output_folder):
+    if not _has_files(output_folder, storage_options):
         return
-    run_file = os.path.join(manifest_dir, RUN_FILE)
-    if os.path.exists(run_file):
+    folder = storage.Folder(manifest_dir, storage_options)
+    if folder.exists(RUN_FILE):
         try:
-            with open(run_file, encoding="utf-8") as fh:
-                before = json.load(fh)
+            before = json.loads(folder.read_bytes(RUN_FILE).decode("utf-8"))
         except (OSError, ValueError):
             before = {}
         if before.get("output_folder") == output_folder and before.get("key") == keys_mod.key_fingerprint(key):
             return
-    if any(os.path.lexists(output_path(output_folder, key, p)) for p in paths[:256]):
+    if any(storage.exists(output_path(output_folder, key, p), storage_options) for p in paths[:256]):
         return
     raise ConfigError(
         f"output folder {output_folder} already holds files that this run's key did not make "
@@ -573,12 +626,12 @@ def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, k
 
 
 def _open_manifest(manifest_dir: str, fingerprint: dict[str, Any], resume: bool, new_key: bytes | None,
-                   recipe: Recipe) -> ManifestStore:
+                   recipe: Recipe, storage_options: Mapping[str, Any] | None = None) -> ManifestStore:
     """Create (or check, on resume) the manifest folder; keep a generated key and the effective recipe."""
-    store = ManifestStore(manifest_dir)
+    store = ManifestStore(manifest_dir, storage_options)
     store.done = store.prepare(fingerprint, resume=resume)
     if new_key is not None:
-        keys_mod.store_key(manifest_dir, new_key)
+        keys_mod.store_key(manifest_dir, new_key, storage_options)
     store.write_json(RECIPE_FILE, {"stack": list(recipe.stack), "recipe": recipe.as_dict()})
     return store
 
@@ -603,13 +656,14 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True, write_no_pixel_data: bool = False,
               clean_pixels: bool = False, flagged: str = "skip", decompress_pixels: bool = False,
-              byte_writer: bool = True) -> ApplyReport:
+              byte_writer: bool = True, storage_options: Mapping[str, Any] | None = None) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
     recipe-only behaviour; see :func:`deid_batch.recipe.load_recipe`). ``byte_writer=False``
     encodes every output with pydicom (the reference path; same bytes, slower): for benchmarks
-    and comparisons only.
+    and comparisons only. Paths may be fsspec URLs (``s3://bucket/prefix``); ``storage_options`` go
+    to fsspec (see :mod:`deid_batch.stages.storage`).
     ``write_no_pixel_data``: write image storage objects without pixel data (header-only, or cut
     at an element boundary) with a manifest warning; by default they are ``skipped/no-pixel-data``.
 
@@ -619,30 +673,31 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     warning); compressed pixel data is ``failed`` unless ``decompress_pixels=True`` (decoded,
     cleaned and written uncompressed).
     """
+    store_opts = dict(storage_options or {})
     parsed: Recipe = load_recipe(recipe, base=base)
     pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
     cluster = check_jobqueue(cluster)  # a batch-system run that cannot start is refused before anything is written
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
-    paths = discover(files)
+    paths = discover(files, store_opts)
     if output_folder is None:
         output_folder = tempfile.mkdtemp(prefix="deid-batch-")
-    output_folder = os.path.abspath(output_folder)
+    output_folder = storage.normalise(output_folder)
     check_output_location(files, output_folder)
-    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item)
+    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item, store_opts)
     if mapping is not None:
         check_mapping(mapping, entity, item, name=_mapping_name(variables))
         if keys_table is not None:
             _check_ids_cover(paths, keys_table, _ids_name(ids))
-    manifest_dir = os.path.abspath(manifest or default_manifest_dir(output_folder))
+    manifest_dir = storage.normalise(manifest or default_manifest_dir(output_folder))
     _check_manifest_location(files, output_folder, manifest_dir)
     workers = local_workers(workers)
     size = partition_size(len(paths), partition)
     with _undo_on_refusal(output_folder, manifest_dir):
-        key, new_key = keys_mod.resolve_key(manifest_dir, key_file)
+        key, new_key = keys_mod.resolve_key(manifest_dir, key_file, store_opts)
         if not resume:
-            _check_outdir_key(paths, output_folder, manifest_dir, key)
+            _check_outdir_key(paths, output_folder, manifest_dir, key, store_opts)
         default_options = EngineOptions()
         options = EngineOptions(
             remove_private=remove_private, uid_key=key,
@@ -661,13 +716,10 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             "pixels": None if pixels is None else {"flagged": pixels.flagged.value,
                                                    "decompress": pixels.allow_decode},
         }
-        store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed)
+        store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed,
+                               store_opts)
         done_parts = store.done
-        if resume and os.path.isdir(output_folder):
-            stale = _clean_stale_tmp(output_folder)
-            if stale:
-                logger.info("removed %d partial temporary files left by the interrupted run", stale)
-        os.makedirs(output_folder, exist_ok=True)
+        _prepare_output(output_folder, resume)
         report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
         if not remove_private:
             logger.warning(private_tags_warning())
@@ -676,13 +728,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             if on_start is not None:
                 on_start(ex)
             rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
-                                            ids_name=_ids_name(ids))
+                                            ids_name=_ids_name(ids), options=store_opts)
             items = list(zip(paths, rows_vars))
             apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
                                        write_no_pixel_data=write_no_pixel_data, pixels=pixels,
-                                       byte_writer=byte_writer)
+                                       byte_writer=byte_writer, storage_options=store_opts)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
@@ -727,12 +779,12 @@ def replace_identifiers(files: Any = None, *, recipe: Any = None, base: Any = DE
     Failed and skipped files have no output path (they are in the manifest, with a reason).
     ``deid=`` and ``dicom_files=`` are accepted as deid's names for ``recipe`` and ``files``.
     Extra keyword arguments (``workers``, ``scheduler``, ``cluster``, ``manifest``, ``resume``,
-    ``key_file``, ``partition``, ``progress``, ``byte_writer``) are those of :func:`run_apply`.
+    ``key_file``, ``partition``, ``progress``, ``byte_writer``, ``storage_options``) are those of :func:`run_apply`.
     """
     if recipe is not None and deid is not None:
         raise ConfigError("give the recipe once: recipe= or deid=, not both")
     unknown = set(kwargs) - {"workers", "scheduler", "cluster", "manifest", "resume", "key_file", "partition",
-                             "progress", "byte_writer"}
+                             "progress", "byte_writer", "storage_options"}
     if unknown:
         raise TypeError(f"replace_identifiers() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     report = run_apply(_files_arg(files, dicom_files), recipe=recipe if recipe is not None else deid,

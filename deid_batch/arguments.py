@@ -22,9 +22,9 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from pathlib import Path
 
 from deid_batch.errors import ConfigError
+from deid_batch.stages import storage
 
 __all__ = ["check_execution", "check_inputs", "check_outputs"]
 
@@ -169,8 +169,8 @@ def check_inputs(args: argparse.Namespace) -> None:
             continue
         value = getattr(args, attr, None)
         for path in value if isinstance(value, list) else [value]:
-            if path is not None:
-                check(path, arg)
+            if path is not None and not storage.is_url(path):  # URLs: checked where they are read
+                check(_local(path), arg)
 
 
 def _nearest_existing(path: str) -> str:
@@ -220,12 +220,12 @@ OUTPUTS: tuple[tuple[str, str, str, Check], ...] = (
 
 
 def _inside_an_input(path: str, sources: list[str]) -> bool:
-    target = Path(os.path.realpath(path))
-    for source in sources:
-        src = Path(os.path.realpath(source))
-        if target == src or (src.is_dir() and target.is_relative_to(src)):
-            return True
-    return False
+    return any(storage.inside(path, source) for source in sources)
+
+
+def _local(path: str) -> str:
+    """A ``file://`` URL as the local path it names; other paths as given."""
+    return storage.normalise(path) if path.lower().startswith("file://") else path
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -233,8 +233,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     input (``apply`` checks its own folders against the inputs and says which overlaps)."""
     for command, attr, arg, check in OUTPUTS:
         path = getattr(args, attr, None) if args.command == command else None
-        if path is None:
+        if path is None or storage.is_url(path):  # object stores need no folder; URLs checked in the run
             continue
+        path = _local(path)
         check(path, arg)
         if command == "scan" and _inside_an_input(path, args.sources):
             raise _fail(arg, path, "is inside an input folder (inputs are never modified)",

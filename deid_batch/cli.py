@@ -74,6 +74,30 @@ def _min_max(text: str) -> tuple[int, int]:
         return int(low), int(high)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX, e.g. 0:20") from None
+def _storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", metavar="JSON", default=None,
+                   help="options for fsspec when a path is a URL (s3://bucket/prefix), e.g. "
+                   "'{\"profile\": \"lab\"}' or '{\"endpoint_url\": \"http://minio:9000\"}'; credentials "
+                   "otherwise come from the AWS environment variables (AWS_ENDPOINT_URL too) and profiles")
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--storage-options`` as a dict (exit 2 with a clear message when it is not a JSON object)."""
+    import json
+
+    from deid_batch.errors import ConfigError
+
+    text = getattr(args, "storage_options", None)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--storage-options is not valid JSON ({exc.msg} at character {exc.pos}); "
+                          "give a JSON object such as '{\"anon\": true}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--storage-options must be a JSON object such as '{\"anon\": true}'")
+    return value
 
 
 def _base_option(p: argparse.ArgumentParser) -> None:
@@ -99,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--entity-id", metavar="FIELD", help="entity id field (default PatientID)")
     p.add_argument("--item-id", metavar="FIELD", help="item id field (default SOPInstanceUID)")
     p.add_argument("--config", metavar="CONFIG.json", help="deid-style config.json (get.skip, get.ids)")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("apply", help="de-identify files into a sharded output folder, with a manifest",
@@ -138,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--decompress-pixels", action="store_true",
                    help="decode compressed pixel data to clean it (written uncompressed); without it "
                    "such files fail with a reason that says so")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("detect", help="flag files with burned-in annotations (the recipe's %%filter sections)",
@@ -159,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run (same settings)")
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default OUTDIR.manifest)")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("verify", help="rescan outputs for original identifying values (exit 1 on a hit)",
@@ -302,12 +329,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from deid_batch.stages.discover import discover
     from deid_batch.stages.pipeline import open_executor
     from deid_batch.stages.scan import ScanConfig
+    from deid_batch.stages.storage import normalise
 
     cfg = load_config(args.config)
+    options = _storage_options(args)
     scan_config = ScanConfig(args.entity_id or cfg.entity_id or "PatientID",
-                             args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip)
-    paths = discover(args.sources)
-    ids = os.path.abspath(args.ids)
+                             args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, storage_options=options)
+    paths = discover(args.sources, options)
+    ids = normalise(args.ids)
     errors_path = ids[:-8] + ".errors.parquet" if ids.endswith(".parquet") else ids + ".errors.parquet"
     with open_executor(workers=_workers(args), scheduler=args.scheduler, cluster=_cluster(args)) as ex:
         _announce(args)(ex)
@@ -348,7 +377,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         manifest=args.manifest, resume=args.resume, key_file=args.key_file,
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
         collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data,
-        clean_pixels=args.clean_pixels, flagged=args.flagged, decompress_pixels=args.decompress_pixels)
+        clean_pixels=args.clean_pixels, flagged=args.flagged, decompress_pixels=args.decompress_pixels,
+        storage_options=_storage_options(args))
     _print_report(report)
     return report.exit_code
 
@@ -395,13 +425,20 @@ def _cmd_strip(args: argparse.Namespace) -> int:
                        remove_private=True, workers=_workers(args), scheduler=args.scheduler,
                        cluster=_cluster(args),
                        manifest=args.manifest, resume=args.resume, progress=_progress(args, "strip-private"),
-                       on_start=_announce(args), collect_outputs=False)
+                       on_start=_announce(args), collect_outputs=False,
+                       storage_options=_storage_options(args))
     _print_report(report)
     return report.exit_code
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from deid_batch.api import run_verify
+    from deid_batch.errors import ConfigError
+    from deid_batch.stages.storage import is_url
+
+    if is_url(args.output) or is_url(args.ids):
+        raise ConfigError("verify reads local folders and files only; copy OUTDIR and IDS.parquet from "
+                          "object storage first (e.g. `aws s3 sync`)")
 
     recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
     report = run_verify(args.output, args.ids, manifest=args.manifest, recipe=recipe, base=args.base,

@@ -45,6 +45,7 @@ are often foldered by patient name: the path is the caller's to show, e.g. in th
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import struct
@@ -197,6 +198,7 @@ def read_dataset(
     stop_before_pixels: bool = False,
     specific_tags: Iterable[Any] | None = None,
     allow_no_pixel_data: bool = False,
+    data: bytes | None = None,
 ) -> FileDataset:
     """Read ``path`` read-only as deid does (``force=True``), or raise :class:`DatasetError`.
 
@@ -211,6 +213,9 @@ def read_dataset(
     allow_no_pixel_data : bool
         Return an image storage object without pixel data instead of raising ``no-pixel-data``
         (checked only on whole reads: no ``specific_tags``).
+    data : bytes, optional
+        The file's bytes, already fetched (an object from :mod:`deid_batch.stages.storage`):
+        parsed from memory, ``path`` only names it.
 
     Returns
     -------
@@ -223,9 +228,11 @@ def read_dataset(
         With ``reason`` one of ``empty``, ``not-dicom``, ``truncated``, ``no-pixel-data``,
         ``dicomdir``, ``unreadable``, ``not-regular``. Nothing else is raised for bad input.
     """
-    f = _open(path)
+    if data is not None and not data:
+        raise _fail(Reason.EMPTY, path, "empty file (0 bytes)")
+    f = _open(path) if data is None else io.BytesIO(data)
     try:
-        size = os.fstat(f.fileno()).st_size
+        size = os.fstat(f.fileno()).st_size if data is None else len(data)
         ds = _parse(f, path, size, stop_before_pixels, specific_tags)
         if not allow_no_pixel_data and specific_tags is None and lacks_pixel_data(ds):
             raise _fail(Reason.NO_PIXEL_DATA, path, NO_PIXEL_DATA_MESSAGE)

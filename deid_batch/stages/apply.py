@@ -30,6 +30,7 @@ from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
+from deid_batch.stages import storage
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.pixels import PixelConfig, clean_before_recipe
 
@@ -58,6 +59,8 @@ class ApplyConfig:
     #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
     pixels: PixelConfig | None = None
     byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
+    #: fsspec options for URL inputs and outputs (may hold secrets: not in the repr)
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -75,14 +78,14 @@ def _sop_instance_uid(ds: Any) -> str | None:
 def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
                  partition: int = 0) -> dict[str, Any]:
     """De-identify one file; return its manifest row (never raises for bad input)."""
-    problem = reading.classify_entry(source)
+    problem, data = storage.load_input(source, config.storage_options)
     if problem is not None:
         status, reason, message = problem
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
     try:
-        ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data)
+        ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data, data=data)
     except DatasetError as exc:
         status = reading.status_for(exc.reason)
         return _row(source, None, status, f"{exc.reason}: {exc}", (), partition)
@@ -108,28 +111,33 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         warnings.append(f"{label}: {Reason.NO_PIXEL_DATA.value}: written because write_no_pixel_data is "
                         "set; an image storage object without pixel data is a header-only object or a "
                         "file cut exactly at an element boundary")
-    data, writer = None, "bytes"
+    encoded, writer = None, "bytes"
     if config.byte_writer:
-        original = read_input(source)
-        data = (rewrite(result.dataset, original, character_set, sop_class=sop_class, instance_seed=label)
+        original = data if data is not None else read_input(source)
+        encoded = (rewrite(result.dataset, original, character_set, sop_class=sop_class, instance_seed=label)
                 if original is not None else None)
-        if data is None:
+        if encoded is None:
             try:
                 finish_dataset(result.dataset, label)
             except DatasetError as exc:
                 return _row(source, None, Status.FAILED, f"{exc.reason}: {exc}", (), partition)
-    if data is None:
+    if encoded is None:
         writer = "pydicom"
         try:
-            data = encode(result.dataset, character_set=character_set, sop_class=sop_class,
+            encoded = encode(result.dataset, character_set=character_set, sop_class=sop_class,
                           instance_seed=label)
         except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
             return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
     try:
-        outcome = write_atomic(out, data, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
+        if storage.is_url(out):
+            outcome = storage.put_object(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
+                                         options=config.storage_options)
+        else:
+            outcome = write_atomic(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
     except OSError as exc:
         return _row(source, None, Status.FAILED,
-                    f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror}", warnings, partition)
+                    f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror or type(exc).__name__}",
+                    warnings, partition)
     uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from deid_batch.errors import ConfigError
+from deid_batch.stages import storage
 
 __all__ = ["check_output_location", "discover"]
 
@@ -55,13 +56,18 @@ def _key(path: str) -> tuple[int, int, str] | None:
     return st.st_dev, st.st_ino, name
 
 
-def discover(sources: Source | Iterable[Source]) -> list[str]:
+def discover(sources: Source | Iterable[Source],
+             storage_options: storage.StorageOptions | None = None) -> list[str]:
     """Absolute paths of every entry under ``sources``, each once, in a deterministic order.
 
     Parameters
     ----------
     sources : path or iterable of paths
-        Folders to walk and/or files (or any other entries) to include as they are.
+        Folders to walk and/or files (or any other entries) to include as they are. A URL
+        (``s3://bucket/prefix``) lists every object under the prefix, sorted by key
+        (:func:`deid_batch.stages.storage.list_entries`); ``file://`` URLs are local paths.
+    storage_options : mapping, optional
+        Passed to fsspec for URL sources (credentials, endpoint).
 
     Returns
     -------
@@ -73,9 +79,11 @@ def discover(sources: Source | Iterable[Source]) -> list[str]:
     ConfigError
         A source does not exist (the message names it), or no source was given.
     """
-    given = [os.path.abspath(s) for s in _as_list(sources)]
+    given = [storage.normalise(s) for s in _as_list(sources)]
     if not given:
         raise ConfigError("no input given: name at least one folder or file")
+    if any(storage.is_url(s) for s in given):
+        return _discover_mixed(given, storage_options)
     missing = [s for s in given if not os.path.lexists(s)]
     if missing:
         raise ConfigError(
@@ -97,6 +105,19 @@ def discover(sources: Source | Iterable[Source]) -> list[str]:
             out.append(source)
             if key is not None:
                 listed.add(key)
+    return out
+
+
+def _discover_mixed(given: list[str], storage_options: storage.StorageOptions | None) -> list[str]:
+    """Sources with URLs among them: each URL's objects (listed by key), local ones walked; each once."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for source in given:
+        found = storage.list_entries(source, storage_options) if storage.is_url(source) else discover(source)
+        for entry in found:
+            if entry not in seen:
+                seen.add(entry)
+                out.append(entry)
     return out
 
 
@@ -154,8 +175,13 @@ def check_output_location(sources: Source | Iterable[Source], output_folder: Sou
         ``output_folder`` equals or is inside an input folder, or an input is inside
         ``output_folder`` (both compared with symlinks resolved).
     """
+    given = [storage.normalise(s) for s in _as_list(sources)]  # file:// URLs are local paths
+    output_folder = storage.normalise(output_folder)
+    if storage.is_url(output_folder) or any(storage.is_url(s) for s in given):
+        _check_url_location(given, output_folder)
+        return
     out = _resolved(output_folder)
-    for source in _as_list(sources):
+    for source in given:
         src = _resolved(source)
         if out == src or (src.is_dir() and out.is_relative_to(src)):
             raise ConfigError(
@@ -165,5 +191,20 @@ def check_output_location(sources: Source | Iterable[Source], output_folder: Sou
         if src.is_relative_to(out):
             raise ConfigError(
                 f"input {os.fspath(source)!r} is inside output folder {os.fspath(output_folder)!r}; "
+                "choose an output folder that does not contain the inputs"
+            )
+
+
+def _check_url_location(sources: list[str], output_folder: str) -> None:
+    """:func:`check_output_location` when URLs are involved (normalised URLs compared)."""
+    for source in sources:
+        if storage.inside(output_folder, source):
+            raise ConfigError(
+                f"output folder {output_folder!r} is inside input {source!r}; "
+                "inputs are never modified: choose an output folder outside every input"
+            )
+        if storage.inside(source, output_folder):
+            raise ConfigError(
+                f"input {source!r} is inside output folder {output_folder!r}; "
                 "choose an output folder that does not contain the inputs"
             )

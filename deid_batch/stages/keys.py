@@ -15,7 +15,7 @@ import os
 import secrets
 
 from deid_batch.errors import ConfigError
-from deid_batch.hygiene import private_folder
+from deid_batch.stages import storage
 
 __all__ = ["ENV_VAR", "KEY_FILE_NAME", "find_key", "key_fingerprint", "resolve_key", "store_key"]
 
@@ -25,34 +25,35 @@ ENV_VAR = "DEID_BATCH_KEY"
 KEY_FILE_NAME = "_key"
 
 
-def _read_key_file(path: str) -> bytes:
+def _read_key_file(path: str, options: storage.StorageOptions | None = None) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read().strip()
+        data = storage.read_bytes(path, options).strip()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read key file {path}: {exc.strerror}; give a readable file with --key-file"
+            f"cannot read key file {path}: {exc.strerror or type(exc).__name__}; "
+            "give a readable file with --key-file"
         ) from None
     if len(data) < 16:
         raise ConfigError(f"key file {path} holds fewer than 16 bytes; use a longer random key")
     return data
 
 
-def resolve_key(manifest_dir: str, key_file: str | None = None) -> tuple[bytes, bool]:
+def resolve_key(manifest_dir: str, key_file: str | None = None,
+                storage_options: storage.StorageOptions | None = None) -> tuple[bytes, bool]:
     """Return ``(key, generated)``: the given or stored run key, or a new one (``generated``).
 
     Nothing is written: a new key is kept with :func:`store_key` once the run has passed its checks.
     """
     if key_file:
-        return _read_key_file(key_file), False
+        return _read_key_file(storage.normalise(key_file), storage_options), False
     env = os.environ.get(ENV_VAR)
     if env:
         if len(env) < 16:
             raise ConfigError(f"{ENV_VAR} holds fewer than 16 characters; use a longer random key")
         return env.encode("utf-8"), False
-    stored = os.path.join(manifest_dir, KEY_FILE_NAME)
-    if os.path.exists(stored):
-        return _read_key_file(stored), False
+    folder = storage.Folder(manifest_dir, storage_options)
+    if folder.exists(KEY_FILE_NAME):
+        return _read_key_file(folder.path(KEY_FILE_NAME), storage_options), False
     return secrets.token_hex(32).encode("ascii"), True
 
 
@@ -66,13 +67,12 @@ def find_key(manifest_dir: str | None, key_file: str | None = None) -> bytes | N
     return None
 
 
-def store_key(manifest_dir: str, key: bytes) -> None:
-    """Keep a generated key in the manifest folder (mode 0600; the folder 0700)."""
-    private_folder(manifest_dir)
-    stored = os.path.join(manifest_dir, KEY_FILE_NAME)
-    fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key + b"\n")
+def store_key(manifest_dir: str, key: bytes, storage_options: storage.StorageOptions | None = None) -> None:
+    """Keep a generated key in the manifest folder (local: mode 0600, the folder 0700; on object
+    storage access is the bucket policy's: keep the manifest prefix private)."""
+    folder = storage.Folder(manifest_dir, storage_options)
+    folder.create()
+    folder.create_private(KEY_FILE_NAME, key + b"\n")
     logger.info("generated a new run key in the manifest folder (keep it to reproduce UIDs)")
 
 

@@ -27,8 +27,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from deid_batch.errors import ConfigError, ResumeMismatchError
-from deid_batch.hygiene import private_file, private_folder
+from deid_batch.hygiene import private_file
 from deid_batch.schemas import MANIFEST, Status
+from deid_batch.stages import storage
 
 __all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
 
@@ -41,14 +42,16 @@ logger = logging.getLogger(__name__)
 
 
 def default_manifest_dir(output_folder: str) -> str:
-    return os.path.abspath(output_folder).rstrip(os.sep) + ".manifest"
+    return storage.normalise(output_folder).rstrip("/" if storage.is_url(output_folder) else os.sep) + ".manifest"
 
 
-def read_manifest(path: str) -> pa.Table:
-    """Read a manifest folder (or one part file) into a table."""
-    if not os.path.exists(path):
+def read_manifest(path: str, storage_options: storage.StorageOptions | None = None) -> pa.Table:
+    """Read a manifest folder (or one part file; local or a URL) into a table."""
+    folder = storage.Folder(path, storage_options)
+    if not folder.exists():
         raise ConfigError(f"manifest {path} does not exist")
-    return pads.dataset(path, format="parquet", schema=MANIFEST).to_table()
+    fs, where = folder.open_dataset_source()
+    return pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs).to_table()
 
 
 @dataclass
@@ -111,8 +114,9 @@ class Summary:
 class ManifestStore:
     """The manifest folder of one run."""
 
-    def __init__(self, folder: str) -> None:
-        self.folder = os.path.abspath(folder)
+    def __init__(self, folder: str, storage_options: storage.StorageOptions | None = None) -> None:
+        self.dir = storage.Folder(folder, storage_options)
+        self.folder = self.dir.location
         #: the run's stamp: this run's own, or on --resume the interrupted run's
         self.stamp: int | None = None
         #: partitions already done (filled by the caller from :meth:`prepare`)
@@ -120,18 +124,16 @@ class ManifestStore:
 
     def check_resumable(self) -> None:
         """Refuse ``--resume`` (creating nothing) when the folder holds no earlier run."""
-        if not os.path.exists(os.path.join(self.folder, RUN_FILE)):
+        if not self.dir.exists(RUN_FILE):
             raise ConfigError(f"--resume: {self.folder} holds no earlier run to resume; "
                               "run without --resume to start one")
 
     def prepare(self, fingerprint: Mapping[str, Any], *, resume: bool) -> set[int]:
         """Create (0700) or check the folder; return the partitions already done (resume)."""
-        run_file = os.path.join(self.folder, RUN_FILE)
         if resume:
             self.check_resumable()
             parts = self.completed_partitions()
-            with open(run_file, encoding="utf-8") as fh:
-                before = json.load(fh)
+            before = json.loads(self.dir.read_bytes(RUN_FILE).decode("utf-8"))
             diff = sorted(k for k in set(before) | set(fingerprint)
                           if k not in _NOT_SETTINGS and before.get(k) != fingerprint.get(k))
             if diff:
@@ -145,64 +147,68 @@ class ManifestStore:
             if retry:
                 logger.info("--resume: %d partitions with worker-lost files are run again", len(retry))
             return parts - retry
-        private_folder(self.folder)
+        self.dir.create()
         parts = self.completed_partitions()
         if parts:
             logger.info("replacing the manifest of an earlier run in %s", self.folder)
             for partition in parts:
-                os.unlink(self.part_path(partition))
-        tmp = run_file + ".tmp"
-        private_file(tmp)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dict(fingerprint), fh, indent=1, sort_keys=True)
-        os.replace(tmp, run_file)
+                self.dir.remove(self._part_name(partition))
+        self.write_json(RUN_FILE, fingerprint)
         self.stamp = fingerprint.get("run_stamp")
         return set()
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         """Write a ``_name.json`` file of the run (atomically)."""
-        path = os.path.join(self.folder, name)
-        tmp = path + ".tmp"
-        private_file(tmp)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dict(data), fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        self.dir.write_bytes(name, json.dumps(dict(data), indent=1, sort_keys=True).encode("utf-8"))
 
     def _partitions_with_lost_workers(self, parts: set[int]) -> set[int]:
         lost = set()
         for partition in parts:
-            reasons = pq.read_table(self.part_path(partition), columns=["reason"]).column("reason")
+            reasons = self.read_part(partition).column("reason")
             if any(r and r.startswith("worker-lost") for r in reasons.to_pylist()):
                 lost.add(partition)
         return lost
 
+    @staticmethod
+    def _part_name(partition: int) -> str:
+        return f"part-{partition:06d}.parquet"
+
     def part_path(self, partition: int) -> str:
-        return os.path.join(self.folder, f"part-{partition:06d}.parquet")
+        return self.dir.path(self._part_name(partition))
 
     def completed_partitions(self) -> set[int]:
         done = set()
-        if os.path.isdir(self.folder):
-            for name in os.listdir(self.folder):
-                if name.startswith("part-") and name.endswith(".parquet"):
-                    done.add(int(name[5:-8]))
+        for name in self.dir.names():
+            if name.startswith("part-") and name.endswith(".parquet"):
+                done.add(int(name[5:-8]))
         return done
 
     def write_part(self, partition: int, batch: pa.RecordBatch) -> None:
-        path = self.part_path(partition)
+        """Write one partition's rows atomically (local: ``_part-N.tmp`` + rename; objects: one put)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST), sink)
+        data = sink.getvalue().to_pybytes()
+        if self.dir.url:
+            self.dir.write_bytes(self._part_name(partition), data)
+            return
         tmp = os.path.join(self.folder, f"_part-{partition:06d}.tmp")
         private_file(tmp)
-        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST), tmp)
-        os.replace(tmp, path)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, self.part_path(partition))
 
     def read_part(self, partition: int) -> pa.Table:
+        if self.dir.url:
+            return pq.read_table(pa.BufferReader(self.dir.read_bytes(self._part_name(partition))), schema=MANIFEST)
         return pq.read_table(self.part_path(partition), schema=MANIFEST)
 
     def read(self) -> pa.Table:
-        return read_manifest(self.folder)
+        return read_manifest(self.folder, self.dir.options)
 
     def shared_uids(self) -> tuple[int, int]:
         """(SOPInstanceUIDs written by more than one output, outputs ending with one of them)."""
-        table = pads.dataset(self.folder, format="parquet", schema=MANIFEST).to_table(
+        fs, where = self.dir.open_dataset_source()
+        table = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs).to_table(
             columns=["sop_instance_uid"], filter=pc.field("status") == Status.WRITTEN.value)
         counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
         counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),

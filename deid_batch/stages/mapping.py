@@ -23,6 +23,8 @@ import csv
 import hashlib
 import io
 import os
+import posixpath
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from deid_batch.errors import MappingError
+from deid_batch.stages import storage
 
 __all__ = ["JoinResult", "as_text_table", "check_mapping", "from_lookup", "join_variables", "load_mapping",
            "mapping_digest"]
@@ -147,12 +150,33 @@ def as_text_table(table: pa.Table, *, name: str = "mapping") -> pa.Table:
     return pa.table({n: _column_as_text(table.column(i), n, name) for i, n in enumerate(names)})
 
 
-def load_mapping(variables: Any, *, name: str = "mapping") -> pa.Table:
+def _read_url(url: str, storage_options: storage.StorageOptions | None) -> pa.Table:
+    """A mapping object read through a private local copy (the readers' messages name the URL)."""
+    try:
+        data = storage.read_bytes(url, storage_options)
+    except FileNotFoundError:
+        raise MappingError(f"mapping file {url} does not exist; give a CSV or Parquet file") from None
+    except OSError as exc:
+        raise MappingError(f"mapping file {url} cannot be read ({type(exc).__name__})") from None
+    with tempfile.TemporaryDirectory(prefix="deid-batch-mapping-") as tmp:
+        local = os.path.join(tmp, posixpath.basename(url) or "mapping")
+        with open(local, "wb") as fh:
+            fh.write(data)
+        try:
+            return _read_file(local)
+        except MappingError as exc:
+            raise MappingError(str(exc).replace(local, url)) from None
+
+
+def load_mapping(variables: Any, *, name: str = "mapping",
+                 storage_options: storage.StorageOptions | None = None) -> pa.Table:
     """Load a mapping given as a path, an Arrow table or a pandas DataFrame; every column text."""
     if isinstance(variables, pa.Table):
         return as_text_table(variables, name=name)
     if isinstance(variables, (str, os.PathLike)):
-        return as_text_table(_read_file(os.fspath(variables)), name=name)
+        path = storage.normalise(variables)
+        table = _read_url(path, storage_options) if storage.is_url(path) else _read_file(path)
+        return as_text_table(table, name=name)
     if hasattr(variables, "to_dict") and hasattr(variables, "columns"):  # pandas DataFrame
         try:
             table = pa.Table.from_pandas(variables, preserve_index=False)

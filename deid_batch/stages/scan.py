@@ -15,8 +15,8 @@ Pure and picklable: no dask, no state between calls.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import DEFAULT_SKIP
 from deid_batch.schemas import FIELD, IDENTIFIERS, QUERY_COLUMNS, SCAN_ERRORS, Reason, Status
+from deid_batch.stages import storage
 
 __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 
@@ -47,6 +48,8 @@ class ScanConfig:
     item_id: str = "SOPInstanceUID"
     skip: tuple[str, ...] = DEFAULT_SCAN_SKIP
     expand_sequences: bool = True
+    #: fsspec options for URL inputs (may hold secrets: not in the repr)
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _text(elem: DataElement) -> str | None:
@@ -232,7 +235,7 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
                errors: dict[str, list[object]], cols: _Columns) -> None:
     skip = frozenset(config.skip)
     for path in paths:
-        problem = reading.classify_entry(path)
+        problem, data = storage.load_input(path, config.storage_options)
         if problem is not None:
             status, reason, message = problem
             errors["source"].append(path)
@@ -240,7 +243,7 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["reason"].append(f"{reason.value}: {message}")
             continue
         try:
-            ds = reading.read_dataset(path, stop_before_pixels=True, allow_no_pixel_data=True)
+            ds = reading.read_dataset(path, stop_before_pixels=True, allow_no_pixel_data=True, data=data)
         except DatasetError as exc:
             errors["source"].append(path)
             errors["status"].append(reading.status_for(exc.reason).value)
