@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import dask
 import dask.bag as db
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from deid_batch.errors import ConfigError
 
@@ -150,6 +151,17 @@ def jobqueue_cluster_class(system: str) -> Any:
     return getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[system][0])
 
 
+def _quiet_worker_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+class _QuietWorkerLogs(WorkerPlugin):  # type: ignore[misc]
+    """Worker plugin (setup runs in each local worker process): dask's own worker logs stay quiet."""
+
+    def setup(self, worker: Any) -> None:
+        _quiet_worker_logs()
+
+
 @contextlib.contextmanager
 def open_executor(client: Any = None, *, workers: int | None = None, scheduler: str | None = None,
                   cluster: JobQueue | str | None = None) -> Iterator[Executor]:
@@ -190,9 +202,13 @@ def open_executor(client: Any = None, *, workers: int | None = None, scheduler: 
             c.close()
         return
     with _workers_ignore_sigint():
+        # The worker processes' own dask logs (tracebacks of connections torn down by an
+        # interrupt or a lost peer) stay out of the terminal: every failure reaches the client
+        # as a task result, and the client reports it (no traceback, no header value).
         local = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
-                             dashboard_address=":0")
+                             dashboard_address=":0", silence_logs=logging.CRITICAL)
     c = Client(local)
+    c.register_plugin(_QuietWorkerLogs(), name="deid-batch-quiet-worker-logs")
     here = logging.getLogger("distributed")
     level = here.level
     try:
