@@ -75,10 +75,19 @@ def _sop_instance_uid(ds: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _load(source: str, config: ApplyConfig) -> tuple[Any, bytes | None]:
+    """The input's entry problem (or None) and its bytes: fetched for a URL; read once for the byte
+    writer (parsed from memory and copied from), else None (pydicom reads the path)."""
+    problem, data = storage.load_input(source, config.storage_options)
+    if problem is None and data is None and config.byte_writer:
+        data = read_input(source)
+    return problem, data
+
+
 def process_file(source: str, variables: Mapping[str, Any] | None, config: ApplyConfig,
                  partition: int = 0) -> dict[str, Any]:
     """De-identify one file; return its manifest row (never raises for bad input)."""
-    problem, data = storage.load_input(source, config.storage_options)
+    problem, data = _load(source, config)
     if problem is not None:
         status, reason, message = problem
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
