@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-__all__ = ["UNDEFINED", "RawItem", "RawRecord", "Unsupported", "items_of", "walk", "walk_file"]
+__all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "items_of", "walk", "walk_file",
+           "walk_header"]
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -192,3 +193,30 @@ def items_of(data: bytes, record: RawRecord, *, implicit: bool) -> list[RawItem]
     if record.length == UNDEFINED:
         raise Unsupported("an undefined-length sequence without its delimiter")
     return items
+
+
+#: PixelData, DoubleFloatPixelData, FloatPixelData: where pydicom's ``stop_before_pixels`` stops
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
+
+
+def walk_header(data: bytes, start: int, end: int, *, implicit: bool) -> tuple[list[RawRecord], int | None]:
+    """The top-level elements before the pixel data, as ``stop_before_pixels`` reads them.
+
+    Returns the records (tags strictly increasing) and the offset of the first pixel data element
+    (:data:`PIXEL_TAGS`; its header is not read), or ``None`` when the data set ends without one.
+    """
+    out: list[RawRecord] = []
+    pos, last = start, -1
+    while pos < end:
+        if pos + 8 > end:
+            raise Unsupported("bytes left over after the last element")
+        tag = (data[pos] | data[pos + 1] << 8) << 16 | data[pos + 2] | data[pos + 3] << 8
+        if tag in PIXEL_TAGS:
+            return out, pos
+        record = _element(data, pos, end, implicit=implicit)
+        if record.tag <= last:
+            raise Unsupported("elements out of tag order")
+        last = record.tag
+        out.append(record)
+        pos = record.end
+    return out, None

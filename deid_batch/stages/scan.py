@@ -14,17 +14,26 @@ Pure and picklable: no dask, no state between calls.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from deid_batch.dicom import reading
+from deid_batch.dicom import reading, values
+from deid_batch.dicom.raw import Unsupported
+from deid_batch.dicom.values import (
+    NEEDS_PYDICOM,
+    NUMBER_FORMATS,
+    TEXT_VRS,
+    element_text,
+    number_text,
+    tag_info,
+    text_of,
+)
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import DEFAULT_SKIP
@@ -36,10 +45,6 @@ __all__ = ["DEFAULT_SCAN_SKIP", "ScanConfig", "flatten", "scan_partition"]
 #: deid's config.json ``get.skip``: bulk data and file-meta plumbing are not identifiers.
 DEFAULT_SCAN_SKIP: tuple[str, ...] = DEFAULT_SKIP
 
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
-_QUERY = frozenset(QUERY_COLUMNS)
-
-
 @dataclass(frozen=True)
 class ScanConfig:
     """What a scan worker needs: which fields identify entity and item, what to skip."""
@@ -50,75 +55,29 @@ class ScanConfig:
     expand_sequences: bool = True
     #: fsspec options for URL inputs (may hold secrets: not in the repr)
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: read headers with the raw walker where it proves it reads them as pydicom does (False: the
+    #: pydicom path for every file, the reference the raw path is tested against)
+    raw: bool = True
 
 
-def _text(elem: DataElement) -> str | None:
-    """Text form of an element value; ``None`` for binary data that is not text."""
-    value = elem.value
-    if value is None:
-        return None
-    if elem.VR in _BINARY_VRS or elem.VR == "UN" or isinstance(value, (bytes, bytearray)):
-        if not isinstance(value, (bytes, bytearray)):
-            return None
-        raw = bytes(value).rstrip(b"\x00 ")
-        try:
-            text = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        return text if text.isprintable() and text else None
-    if elem.VM > 1 or isinstance(value, (list, tuple)):
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
-                       "UC", "UI", "UR", "UT"})
+_QUERY = frozenset(QUERY_COLUMNS)
+_text = element_text
+_info = tag_info
+_NEEDS_PYDICOM = NEEDS_PYDICOM
+_TEXT_VRS = TEXT_VRS
+_NUMBER_FORMATS = NUMBER_FORMATS
 
 
 def _raw_text(raw: RawDataElement, vr: str) -> str | None:
-    """Fast text of a raw (unconverted) text element; ``...`` sentinel when it needs pydicom."""
+    """Fast text of a raw (unconverted) text element; ``NEEDS_PYDICOM`` when pydicom decides."""
     value = raw.value
-    if not value:
-        return ""
-    try:
-        text = value.decode("ascii")
-    except (UnicodeDecodeError, AttributeError):
-        return _NEEDS_PYDICOM  # type: ignore[return-value]
-    text = text.rstrip("\x00 ")
-    if not text.isprintable() or text[:1].isspace() or " \\" in text or "\\ " in text:
-        return _NEEDS_PYDICOM  # leading or inner padding: pydicom's per-VR rules decide
-    return text
-
-
-_NEEDS_PYDICOM = object()
-
-_NUMBER_FORMATS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "d"}
+    return text_of(value) if isinstance(value, bytes) else _NEEDS_PYDICOM
 
 
 def _raw_number(raw: RawDataElement, vr: str) -> Any:
     """Text of a raw binary number element, as ``str()`` of pydicom's values would give."""
     value = raw.value
-    code = _NUMBER_FORMATS[vr]
-    size = struct.calcsize(code)
-    if not value or len(value) % size:
-        return _NEEDS_PYDICOM
-    count = len(value) // size
-    numbers = struct.unpack(("<" if raw.is_little_endian else ">") + code * count, value)
-    return "\\".join(str(n) for n in numbers) if count > 1 else str(numbers[0])
-
-
-_NAMES: dict[int, tuple[str, str]] = {}  # tag -> (keyword, "(GGGG,EEEE)"): bounded by the dictionary
-
-
-def _info(tag: int) -> tuple[str, str]:
-    found = _NAMES.get(tag)
-    if found is None:
-        tagstr = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        keyword = "" if (tag >> 16) & 1 else (keyword_for_tag(tag) or "")
-        found = (keyword, tagstr)
-        if len(_NAMES) < 100_000:
-            _NAMES[tag] = found
-    return found
+    return number_text(value, vr, raw.is_little_endian) if isinstance(value, bytes) else _NEEDS_PYDICOM
 
 
 class _Columns:
@@ -136,8 +95,18 @@ class _Columns:
         n = self.offsets[-1]
         del self.path[n:], self.tag[n:], self.vr[n:], self.value[n:]
 
+    @property
+    def lists(self) -> values.Rows:
+        return self.path, self.tag, self.vr, self.value
+
     def finish(self) -> None:
         self.offsets.append(len(self.path))
+
+    def pending(self, names: frozenset[str]) -> dict[str, tuple[str, str | None]]:
+        """``(vr, value)`` of the file being added: its top-level elements named in ``names``."""
+        start, end = self.offsets[-1], len(self.path)
+        return {p: (vr, v) for p, vr, v in zip(self.path[start:end], self.vr[start:end],
+                                               self.value[start:end]) if p in names}
 
     def top_level(self, names: frozenset[str]) -> dict[str, str | None]:
         """Values of the last finished file's top-level elements named in ``names``."""
@@ -171,13 +140,19 @@ class _Columns:
                 converted = dataset[tag]
                 vr = str(converted.VR)
                 if vr == "SQ":
-                    path_.append(path), tag_.append(tagstr), vr_.append("SQ"), value_.append(None)
+                    path_.append(path)
+                    tag_.append(tagstr)
+                    vr_.append("SQ")
+                    value_.append(None)
                     if expand:
                         for i, item in enumerate(converted.value or ()):
                             self._walk(item, f"{path}[{i}].", skip, expand)
                     continue
                 value = _text(converted)
-            path_.append(path), tag_.append(tagstr), vr_.append(str(vr)), value_.append(value)
+            path_.append(path)
+            tag_.append(tagstr)
+            vr_.append(str(vr))
+            value_.append(value)
 
     def to_array(self) -> pa.Array:
         struct = pa.StructArray.from_arrays(
@@ -210,19 +185,38 @@ def _id_value(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
+#: identifiers batch metadata: how many files each path read (the raw share of a scan)
+RAW_COUNT, PYDICOM_COUNT = b"deid_batch.scan.raw", b"deid_batch.scan.pydicom"
+
+
 def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
                    ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Read the headers of ``paths``; return (identifiers batch, errors batch)."""
+    """Read the headers of ``paths``; return (identifiers batch, errors batch).
+
+    The identifiers batch's schema metadata counts the files read by the raw walker
+    (:data:`RAW_COUNT`) and by pydicom (:data:`PYDICOM_COUNT`, errors included).
+    """
     rows: dict[str, list[object]] = {name: [] for name in ("source", "entity_id", "item_id", *QUERY_COLUMNS)}
     errors: dict[str, list[object]] = {"source": [], "status": [], "reason": []}
     cols = _Columns()
     with no_value_logging():
-        _scan_into(paths, config, rows, errors, cols)
+        n_raw = _scan_into(paths, config, rows, errors, cols)
     arrays = [pa.array(rows[name], pa.string()) for name in ("source", "entity_id", "item_id", *QUERY_COLUMNS)]
+    counts = {RAW_COUNT: str(n_raw).encode(), PYDICOM_COUNT: str(len(paths) - n_raw).encode()}
     return (
-        pa.RecordBatch.from_arrays([*arrays, cols.to_array()], schema=IDENTIFIERS),
+        pa.RecordBatch.from_arrays([*arrays, cols.to_array()], schema=IDENTIFIERS.with_metadata(counts)),
         pa.RecordBatch.from_pydict(errors, schema=SCAN_ERRORS),
     )
+
+
+def path_counts(batches: Sequence[pa.RecordBatch]) -> tuple[int, int]:
+    """(raw, pydicom) file counts summed over scan batches (0 for batches without them)."""
+    n_raw = n_pydicom = 0
+    for batch in batches:
+        meta = batch.schema.metadata or {}
+        n_raw += int(meta.get(RAW_COUNT, b"0"))
+        n_pydicom += int(meta.get(PYDICOM_COUNT, b"0"))
+    return n_raw, n_pydicom
 
 
 def _error(errors: dict[str, list[object]], path: str, reason: Reason, message: str) -> None:
@@ -231,9 +225,41 @@ def _error(errors: dict[str, list[object]], path: str, reason: Reason, message: 
     errors["reason"].append(f"{reason.value}: {message}")
 
 
+def _raw_possible(config: ScanConfig) -> bool:
+    """The raw path gives the ids as ``ds.get(keyword)`` does only for data set keywords it lists."""
+    if not config.raw:
+        return False
+    for keyword in (config.entity_id, config.item_id):
+        tag = tag_for_keyword(keyword)
+        if tag is None or tag >> 16 == 2 or keyword in config.skip or tag_info(tag)[1] in config.skip:
+            return False
+    return True
+
+
+def _scan_raw(path: str, data: bytes | None, config: ScanConfig, skip: frozenset[str], cols: _Columns
+              ) -> tuple[str | None, str | None] | bytes | None:
+    """(entity, item) of a file read by the raw walker; else the bytes read (or None) after
+    rolling back: the pydicom path decides (and says what is wrong with the file)."""
+    buf, size = None, -1
+    try:
+        buf, size = values.read_header(path, data)
+        values.flatten_file(path, buf, size, cols.lists, skip, config.expand_sequences, cols.rollback)
+        found = cols.pending(frozenset((config.entity_id, config.item_id)))
+        if any(vr == "SQ" for vr, _value in found.values()):
+            raise Unsupported("an id element that is a sequence")
+    except Exception:  # noqa: BLE001 - any doubt: the pydicom path is the reference
+        cols.rollback()
+        return buf if buf is not None and len(buf) == size else None
+    cols.finish()
+    entity, item = found.get(config.entity_id), found.get(config.item_id)
+    return (entity[1] or None if entity else None), (item[1] or None if item else None)
+
+
 def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[object]],
-               errors: dict[str, list[object]], cols: _Columns) -> None:
+               errors: dict[str, list[object]], cols: _Columns) -> int:
     skip = frozenset(config.skip)
+    use_raw = _raw_possible(config)
+    n_raw = 0
     for path in paths:
         problem, data = storage.load_input(path, config.storage_options)
         if problem is not None:
@@ -242,6 +268,13 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["status"].append(Status(status).value)
             errors["reason"].append(f"{reason.value}: {message}")
             continue
+        if use_raw:
+            got = _scan_raw(path, data, config, skip, cols)
+            if isinstance(got, tuple):
+                n_raw += 1
+                _add_row(rows, cols, path, *got)
+                continue
+            data = got if got is not None else data
         try:
             ds = reading.read_dataset(path, stop_before_pixels=True, allow_no_pixel_data=True, data=data)
         except DatasetError as exc:
@@ -262,9 +295,15 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
                    f"a header element cannot be decoded ({type(exc).__name__})")
             continue
         cols.finish()
-        rows["source"].append(path)
-        rows["entity_id"].append(entity)
-        rows["item_id"].append(item)
-        top = cols.top_level(_QUERY)
-        for name in QUERY_COLUMNS:
-            rows[name].append(top.get(name))
+        _add_row(rows, cols, path, entity, item)
+    return n_raw
+
+
+def _add_row(rows: dict[str, list[object]], cols: _Columns, path: str, entity: str | None,
+             item: str | None) -> None:
+    rows["source"].append(path)
+    rows["entity_id"].append(entity)
+    rows["item_id"].append(item)
+    top = cols.top_level(_QUERY)
+    for name in QUERY_COLUMNS:
+        rows[name].append(top.get(name))
