@@ -51,6 +51,7 @@ NUMBER_FORMATS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "
 NEEDS_PYDICOM: Any = object()
 
 _CHARSET = 0x00080005
+_NUMBER_TEXT_VRS = frozenset({"DS", "IS"})
 _TRANSFER_SYNTAX, _SOP_CLASS, _META_LENGTH = 0x00020010, 0x00020002, 0x00020000
 _DIRECTORY_RECORDS = 0x00041220
 _IMPLICIT = b"1.2.840.10008.1.2\x00"
@@ -279,7 +280,8 @@ def _walk(records: list[RawRecord], level: _Level, prefix: str, rows: Rows, skip
             raise Unsupported("an undefined length on an element that is not a sequence")
         value: str | None = NEEDS_PYDICOM
         if vr in TEXT_VRS:
-            value = text_of(_value(data, record))
+            # pydicom reads an empty DS or IS as None (other empty text as "")
+            value = None if not record.length and vr in _NUMBER_TEXT_VRS else text_of(_value(data, record))
         elif vr in NUMBER_FORMATS:
             value = number_text(_value(data, record), vr)
         elif vr in BINARY_VRS:
