@@ -36,6 +36,7 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.tag import BaseTag
+from pydicom.uid import UID, PrivateTransferSyntaxes
 
 from deid_batch.dicom import raw
 from deid_batch.dicom.raw import RawRecord, Unsupported
@@ -60,7 +61,8 @@ _DICOMDIR = b"1.2.840.10008.1.3.10"
 _CHUNK = 1 << 16
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
-_U16, _U32 = struct.Struct("<H"), struct.Struct("<L")
+_U16, _U32, _TAG_LEN = struct.Struct("<H"), struct.Struct("<L"), struct.Struct("<HHL")
+_ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
 _STRUCTS = {(vr, little): struct.Struct(("<" if little else ">") + code)
             for vr, code in NUMBER_FORMATS.items() for little in (True, False)}
 
@@ -158,7 +160,7 @@ def flatten_file(path: str, data: bytes, size: int, rows: Rows, skip: frozenset[
     ``data``. Raises :class:`Unsupported` (rows may then hold part of the file: roll back).
     """
     try:
-        _flatten(data, size, rows, skip, expand_sequences)
+        _flatten(path, data, size, rows, skip, expand_sequences)
     except Unsupported:
         if len(data) >= size:
             raise
@@ -167,10 +169,10 @@ def flatten_file(path: str, data: bytes, size: int, rows: Rows, skip: frozenset[
             data = f.read()
         if len(data) != size:
             raise Unsupported("the file changed while it was read") from None
-        _flatten(data, size, rows, skip, expand_sequences)
+        _flatten(path, data, size, rows, skip, expand_sequences)
 
 
-def _flatten(data: bytes, size: int, rows: Rows, skip: frozenset[str], expand: bool) -> None:
+def _flatten(path: str, data: bytes, size: int, rows: Rows, skip: frozenset[str], expand: bool) -> None:
     meta, start = raw.walk_file(data)
     by_tag = {r.tag: r for r in meta}
     implicit = _transfer_syntax(data, by_tag, size)
@@ -183,7 +185,7 @@ def _flatten(data: bytes, size: int, rows: Rows, skip: frozenset[str], expand: b
         if len(data) < size:
             raise Unsupported("the header does not end within the bytes read")
     else:
-        _check_pixels(data, pixel, size, implicit)
+        _check_pixels(path, data, pixel, size, implicit)
     if not records or all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
         raise Unsupported("no data set, or only its character set")
     if any(r.tag == _DIRECTORY_RECORDS for r in records):
@@ -198,11 +200,22 @@ def _value(data: bytes, record: RawRecord) -> bytes:
 
 
 def _transfer_syntax(data: bytes, meta: dict[int, RawRecord], size: int) -> bool:
-    """True for implicit VR little endian, False for explicit; Unsupported for anything else."""
+    """True for implicit VR little endian, False for explicit VR little endian (native or
+    encapsulated pixel data, as pydicom reads every syntax it does not know otherwise);
+    Unsupported for anything else."""
     ts = meta.get(_TRANSFER_SYNTAX)
-    syntax = _value(data, ts) if ts is not None else b""
+    if ts is None:
+        raise Unsupported("no transfer syntax: pydicom guesses the encoding")
+    syntax = _value(data, ts)
     if syntax not in (_IMPLICIT, _EXPLICIT):
-        raise Unsupported("a transfer syntax the raw walker does not read")
+        text = syntax[:-1] if syntax.endswith(b"\x00") and not len(syntax) % 2 else syntax
+        try:
+            uid = UID(text.decode("ascii"))
+        except UnicodeDecodeError:
+            raise Unsupported("a transfer syntax that is not ASCII") from None
+        if (not uid.is_valid or not uid.is_transfer_syntax or uid.is_implicit_VR or not uid.is_little_endian
+                or uid.is_deflated or uid in PrivateTransferSyntaxes):
+            raise Unsupported("a transfer syntax the raw walker does not read")
     sop = meta.get(_SOP_CLASS)
     if sop is not None and _value(data, sop).rstrip(b"\x00 ") == _DICOMDIR:
         raise Unsupported("a DICOMDIR")
@@ -214,9 +227,10 @@ def _transfer_syntax(data: bytes, meta: dict[int, RawRecord], size: int) -> bool
     return syntax == _IMPLICIT
 
 
-def _check_pixels(data: bytes, pos: int, size: int, implicit: bool) -> None:
-    """Native pixel data that fits in the file (as reading.py checks it); else Unsupported."""
-    if pos + 12 > len(data):
+def _check_pixels(path: str, data: bytes, pos: int, size: int, implicit: bool) -> None:
+    """Pixel data that fits in the file (as reading.py checks it: native by its length,
+    encapsulated by its item headers, read from the file); else Unsupported."""
+    if pos + 8 > len(data):
         raise Unsupported("the pixel data header is not within the bytes read")
     if implicit:
         (length,), start = _U32.unpack_from(data, pos + 4), pos + 8
@@ -225,11 +239,40 @@ def _check_pixels(data: bytes, pos: int, size: int, implicit: bool) -> None:
         if not (vr.isalpha() and vr.isupper()):
             raise Unsupported("pixel data in another encoding")
         if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                raise Unsupported("the pixel data header is not within the bytes read")
             (length,), start = _U32.unpack_from(data, pos + 8), pos + 12
         else:
             (length,), start = _U16.unpack_from(data, pos + 6), pos + 8
-    if length == raw.UNDEFINED or start + length > size:
-        raise Unsupported("encapsulated or truncated pixel data")
+    if length != raw.UNDEFINED:
+        if start + length > size:
+            raise Unsupported("truncated pixel data")
+        return
+    if len(data) >= size:
+        _fragments(lambda at: data[at:at + 8], start, size)
+        return
+    with open(path, "rb", buffering=0) as f:
+        def header(at: int) -> bytes:
+            f.seek(at)
+            return f.read(8)
+        _fragments(header, start, size)
+
+
+def _fragments(header: Callable[[int], bytes], pos: int, size: int) -> None:
+    """Item headers of encapsulated pixel data up to its delimiter, all within the file."""
+    while True:
+        item = header(pos)
+        if len(item) < 8:
+            raise Unsupported("the file ends inside encapsulated pixel data")
+        group, elem, length = _TAG_LEN.unpack(item)
+        tag = group << 16 | elem
+        if tag == _SEQ_END:
+            return
+        if tag != _ITEM or length == raw.UNDEFINED:
+            raise Unsupported("malformed encapsulated pixel data")
+        pos += 8 + length
+        if pos > size:
+            raise Unsupported("the file ends inside encapsulated pixel data")
 
 
 def _encodings(data: bytes, records: list[RawRecord], parent: Callable[[], Encoding]

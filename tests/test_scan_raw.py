@@ -1,0 +1,321 @@
+"""The raw header scan against the pydicom scan: equal identifier tables on every input.
+
+Each input is scanned twice through the worker function (``scan_partition``): once on the raw
+walker (``ScanConfig()``: values decoded from the header bytes, pydicom only for the values it
+must decide) and once on the reference path (``ScanConfig(raw=False)``: every file read with
+pydicom). Identifier rows (every column, every flattened field) and error rows must be equal.
+Inputs: every ``deid_batch.synth`` archive kind and transcodings of it (implicit VR, undefined
+lengths, four character sets with item-level overrides, odd padding; big endian, deflated and
+encapsulated files, which must take the counted pydicom fallback), the hostile archive (truncated,
+not DICOM, DICOMDIR ...), pydicom's own test files, deid-data's files, and hypothesis-generated
+headers (random character sets, nesting, private blocks, odd lengths).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import deid_data
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_files
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
+
+from deid_batch.stages.scan import ScanConfig, path_counts, scan_partition
+from deid_batch.synth import generate_archive
+from tests.hostile import make_hostile_archive
+
+SAMPLES = os.path.join(os.path.dirname(deid_data.__file__), "data")
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def _both(paths: list[str], **config: Any) -> tuple[int, int]:
+    """Scan ``paths`` both ways, assert equal tables; return the raw path's (raw, pydicom) counts."""
+    ids, errors = scan_partition(paths, ScanConfig(**config))
+    ref_ids, ref_errors = scan_partition(paths, ScanConfig(raw=False, **config))
+    for got, want in zip(ids.to_pylist(), ref_ids.to_pylist(), strict=True):
+        assert got == want, got["source"]
+    assert errors.to_pylist() == ref_errors.to_pylist()
+    assert path_counts([ref_ids]) == (0, len(paths))
+    return path_counts([ids])
+
+
+def _rewrite(paths: list[str], change: Any) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for _elem in ds.iterall():  # convert every value (a big endian file re-encodes them)
+            pass
+        change(ds)
+        big = ds.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+        pydicom.dcmwrite(path, ds, enforce_file_format=True, little_endian=not big,
+                         implicit_vr=ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian)
+
+
+def _syntax(uid: str) -> Any:
+    def change(ds: Dataset) -> None:
+        ds.file_meta.TransferSyntaxUID = uid
+    return change
+
+
+def _undefined_lengths(ds: Dataset) -> None:
+    for elem in ds.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+
+
+def _encapsulated(ds: Dataset) -> None:
+    from pydicom.encaps import encapsulate
+
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    half = len(ds.PixelData) // 2
+    ds.PixelData = encapsulate([bytes(ds.PixelData[:half]), bytes(ds.PixelData[half:])])
+
+
+#: (character set, a patient name and a description it can encode)
+CHARSETS = [
+    ("ISO_IR 100", "Müller^Jürgen", "Schädel nativ"),
+    ("ISO_IR 192", "王^小東", "Ünïcödé ☃"),
+    ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "頭部"),
+    ("ISO_IR 144", "Иванов^Иван", "Голова"),
+    ("ISO_IR 126", "Διονυσιος", "Κεφαλή"),
+    ("ISO 2022 IR 6\\ISO 2022 IR 149", "Hong^Gildong=洪^吉洞=홍^길동", "머리"),
+]
+
+
+def _charsets(ds: Dataset) -> None:
+    """A character set per file (by instance number) and an item that overrides it."""
+    charset, name, text = CHARSETS[int(ds.get("InstanceNumber", 0) or 0) % len(CHARSETS)]
+    ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
+    ds.PatientName = name
+    ds.StudyDescription = text
+    ds.InstitutionName = text
+    other, other_name, _ = CHARSETS[(CHARSETS.index((charset, name, text)) + 1) % len(CHARSETS)]
+    item = Dataset()
+    item.SpecificCharacterSet = other.split("\\") if "\\" in other else other
+    item.PatientName = other_name
+    inherited = Dataset()
+    inherited.PatientName = name
+    inherited.ReferringPhysicianName = name
+    ds.OtherPatientIDsSequence = Sequence([item, inherited])
+
+
+def _odd_padding(ds: Dataset) -> None:
+    """Values as other writers pad them (pydicom's per-VR rules decide their text)."""
+    raw = {0x00081030: ("LO", b"HEAD  "), 0x00200013: ("IS", b" 12 "), 0x00080060: ("CS", b"CT\x00\x00"),
+           0x00280030: ("DS", b"0.5 \\0.5"), 0x00100000: ("UL", b"\x00\x00\x00\x00"),
+           0x00081040: ("LO", b" \\A B\\"), 0x00100021: ("LO", b"ISSUER\x00"),
+           0x00180015: ("CS", b"HEAD\\ NECK "), 0x00101010: ("AS", b"041Y")}
+    for tag, (vr, value) in raw.items():
+        ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    ds.add_new(0x00209165, "AT", [0x00100010, 0x00100020])  # DimensionIndexPointer-like AT
+    ds.add_new(0x00189219, "SV", [-5, 7])
+
+
+KINDS: dict[str, dict[str, Any]] = {
+    "small": {},
+    "ct": {"pixels": "ct"},
+    "no-private": {"private": False},
+    "no-sequences": {"sequences": False},
+    "implicit-vr": {"change": _syntax(ImplicitVRLittleEndian)},
+    "undefined-lengths": {"change": _undefined_lengths},
+    "implicit-undefined": {"change": lambda ds: (_syntax(ImplicitVRLittleEndian)(ds), _undefined_lengths(ds))},
+    "charsets": {"change": _charsets},
+    "implicit-charsets": {"change": lambda ds: (_charsets(ds), _syntax(ImplicitVRLittleEndian)(ds))},
+    "odd-padding": {"change": _odd_padding},
+    # the pydicom path reads these (counted)
+    "big-endian": {"change": _syntax(ExplicitVRBigEndian), "fallback": True},
+    "deflated": {"change": _syntax(DeflatedExplicitVRLittleEndian), "fallback": True},
+    "encapsulated": {"change": _encapsulated},
+}
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    base = tmp_path_factory.mktemp("scan-kinds")
+    out: dict[str, list[str]] = {}
+    for name, spec in KINDS.items():
+        spec = {k: v for k, v in spec.items() if k not in ("change", "fallback")}
+        root = base / name
+        generate_archive(root, 3 if spec.get("pixels") == "ct" else 12, seed=5, **spec)
+        files = _files(root)
+        change = KINDS[name].get("change")
+        if change is not None:
+            _rewrite(files, change)
+        out[name] = files
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_raw_scan_gives_the_identifiers_of_the_pydicom_scan_on_every_archive_kind(archives, kind):
+    paths = archives[kind]
+    n_raw, n_pydicom = _both(paths)
+    if KINDS[kind].get("fallback"):
+        assert (n_raw, n_pydicom) == (0, len(paths))
+    else:  # every generated kind the raw walker reads is read by it
+        assert (n_raw, n_pydicom) == (len(paths), 0)
+
+
+def test_charsets_are_decoded_as_pydicom_decodes_them(archives):
+    ids, _ = scan_partition(archives["charsets"], ScanConfig())
+    names = set(ids.column("PatientName").to_pylist())
+    assert len(names & {name for _charset, name, _text in CHARSETS}) >= 3
+    nested = {f["value"] for row in ids.column("fields").to_pylist() for f in row
+              if f["path"] == "OtherPatientIDsSequence[0].PatientName"}
+    assert nested & {"Иванов^Иван", "Διονυσιος"}  # the item's own character set, not the file's
+
+
+@pytest.mark.parametrize("config", [{"expand_sequences": False}, {"skip": ()},
+                                    {"entity_id": "AccessionNumber", "item_id": "SeriesInstanceUID"},
+                                    {"entity_id": "PatientName"}])
+def test_raw_scan_follows_the_scan_options(archives, config):
+    assert _both(archives["charsets"] + archives["implicit-undefined"], **config)[0] > 0
+
+
+def test_hostile_inputs_get_the_rows_and_reasons_of_the_pydicom_scan(tmp_path):
+    expected = make_hostile_archive(tmp_path / "hostile")
+    paths = sorted(expected)
+    n_raw, n_pydicom = _both(paths)
+    assert n_raw > 0 and n_raw + n_pydicom == len(paths)
+
+
+def test_truncated_copies_fall_back_and_keep_their_reasons(archives, tmp_path):
+    """Cuts at many offsets of a header: the raw path never reads a cut file as whole."""
+    data = Path(archives["charsets"][0]).read_bytes()
+    paths = []
+    for i, cut in enumerate(range(100, len(data), max(1, len(data) // 60))):
+        path = tmp_path / f"cut{i}.dcm"
+        path.write_bytes(data[:cut])
+        paths.append(str(path))
+    _both(paths)
+
+
+def test_pydicom_test_files_scan_alike():
+    n_raw, _ = _both(sorted(get_testdata_files()))
+    assert n_raw >= 50
+
+
+def test_deid_data_files_scan_alike():
+    paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(SAMPLES) for f in fs
+                   if not f.endswith((".py", ".pyc")))
+    n_raw, _ = _both(paths)
+    assert n_raw >= 10
+
+
+# ------------------------------------------------------------------ hypothesis-generated headers
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
+_RAW_TEXT = st.binary(max_size=9).map(lambda b: b.replace(b"\\", b"\\\\"))
+_PADDED = st.sampled_from([b"A", b"A ", b" A", b"A\x00", b"A\\B", b"A \\ B", b"", b" ", b"1.5", b"+7 ",
+                           b"\x1b$B", b"\xe9t\xe9", b"1e3\\-2"])
+
+
+def _charset_value(index: int) -> str | list[str]:
+    charset = CHARSETS[index][0]
+    return charset.split("\\") if "\\" in charset else charset
+
+
+@st.composite
+def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
+    ds = Dataset()
+    if draw(st.booleans()):
+        ds.SpecificCharacterSet = _charset_value(draw(st.integers(0, len(CHARSETS) - 1)))
+    charset_index = draw(st.integers(0, len(CHARSETS) - 1))
+    if draw(st.booleans()):
+        ds.PatientName = CHARSETS[charset_index][1]
+    for tag, vr in draw(st.lists(st.sampled_from(
+            [(0x00081030, "LO"), (0x00100020, "LO"), (0x00200013, "IS"), (0x00280030, "DS"),
+             (0x00080060, "CS"), (0x00321060, "LO"), (0x00081040, "LO"), (0x00104000, "LT"),
+             (0x00080080, "LO"), (0x00100030, "DA"), (0x00180015, "CS"), (0x00080090, "PN")]),
+            max_size=5, unique=True)):
+        value = draw(st.one_of(_PADDED, _RAW_TEXT))
+        ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    for tag, vr, value in draw(st.lists(st.sampled_from(
+            [(0x00280010, "US", b"\x10\x00"), (0x00181310, "US", b"\x01\x00\x02\x00\x03"),
+             (0x00189219, "SV", b"\xff" * 8), (0x00209165, "AT", b"\x10\x00\x10\x00"),
+             (0x00280030, "DS", b"1\\2\\"), (0x00180088, "DS", b" "),
+             (0x00181050, "DS", b""), (0x00186011, "SQ", None)]), max_size=3, unique_by=lambda t: t[0])):
+        if vr == "SQ":
+            if depth < 2:
+                ds.add_new(tag, "SQ", Sequence(draw(st.lists(_datasets(depth + 1), max_size=2))))
+            continue
+        ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    if draw(st.booleans()):
+        group = draw(st.sampled_from([0x0009, 0x0029, 0x0011]))
+        block = ds.private_block(group, draw(st.sampled_from(["ACME 1.0", "SIEMENS CSA HEADER", "GEMS_IDEN_01"])),
+                                 create=True)
+        block.add_new(0x10, "LO", draw(_TEXT))
+        block.add_new(0x11, draw(st.sampled_from(["UN", "OB", "SH"])), draw(st.binary(max_size=6)))
+        block.add_new(0x12, "US", draw(st.integers(0, 65535)))
+    if depth < 2 and draw(st.booleans()):
+        ds.RequestAttributesSequence = Sequence(draw(st.lists(_datasets(depth + 1), max_size=3)))
+    return ds
+
+
+def _undefined_lengths_raw(ds: Dataset) -> None:
+    """Undefined lengths on every sequence and item, raw elements left unconverted."""
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if not isinstance(elem, RawDataElement) and elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+                _undefined_lengths_raw(item)
+
+
+class _Header:
+    """A generated data set whose repr shows raw elements unconverted (some cannot be)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __repr__(self) -> str:
+        def show(d: Dataset) -> list[Any]:
+            out: list[Any] = []
+            for tag in d.keys():
+                e = d.get_item(tag)
+                if isinstance(e, RawDataElement):
+                    out.append((str(e.tag), e.VR, e.value))
+                elif e.VR == "SQ":
+                    out.append((str(e.tag), "SQ", [show(i) for i in e.value]))
+                else:
+                    out.append((str(e.tag), e.VR, repr(e.value)))
+            return out
+        return repr(show(self.ds))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(header=_datasets().map(_Header), implicit=st.booleans(), undefined=st.booleans())
+def test_generated_headers_scan_alike(tmp_path, header, implicit, undefined):
+    ds = header.ds
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "P1"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    if undefined:
+        _undefined_lengths_raw(ds)
+    path = tmp_path / "generated.dcm"
+    try:
+        ds.save_as(path, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
+    except Exception:  # noqa: BLE001 - a value pydicom cannot encode is not a header to compare
+        return
+    _both([str(path)])
