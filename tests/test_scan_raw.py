@@ -123,7 +123,8 @@ def _odd_padding(ds: Dataset) -> None:
     raw = {0x00081030: ("LO", b"HEAD  "), 0x00200013: ("IS", b" 12 "), 0x00080060: ("CS", b"CT\x00\x00"),
            0x00280030: ("DS", b"0.5 \\0.5"), 0x00100000: ("UL", b"\x00\x00\x00\x00"),
            0x00081040: ("LO", b" \\A B\\"), 0x00100021: ("LO", b"ISSUER\x00"),
-           0x00180015: ("CS", b"HEAD\\ NECK "), 0x00101010: ("AS", b"041Y")}
+           0x00180015: ("CS", b"HEAD\\ NECK "), 0x00101010: ("AS", b"041Y"),
+           0x00081090: ("UN", b"SCANNER X "), 0x00181020: ("UN", b"V1\\V2 ")}  # UN: the dictionary VR
     for tag, (vr, value) in raw.items():
         ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
     ds.add_new(0x00209165, "AT", [0x00100010, 0x00100020])  # DimensionIndexPointer-like AT

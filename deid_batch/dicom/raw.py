@@ -22,7 +22,7 @@ import struct
 from typing import NamedTuple
 
 __all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "items_of", "walk", "walk_file",
-           "walk_header"]
+           "element_at", "walk_header"]
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -220,3 +220,8 @@ def walk_header(data: bytes, start: int, end: int, *, implicit: bool) -> tuple[l
         out.append(record)
         pos = record.end
     return out, None
+
+
+def element_at(data: bytes, pos: int, end: int, *, implicit: bool) -> RawRecord:
+    """The element whose header starts at ``data[pos]`` (its container ends at ``end``)."""
+    return _element(data, pos, end, implicit=implicit)

@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable, MutableSequence
 from typing import Any, NamedTuple, Union
 
+from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -180,19 +181,225 @@ def _flatten(path: str, data: bytes, size: int, rows: Rows, skip: frozenset[str]
         b0, b1 = data[start + 4], data[start + 5]
         if (not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B)) != implicit:
             raise Unsupported("the data set is not encoded as its transfer syntax says")
-    records, pixel = raw.walk_header(data, start, len(data), implicit=implicit)
+    pixel, n_elements = _level(data, start, len(data), implicit, True, "", rows, skip, expand,
+                               default_encoding)
     if pixel is None:
         if len(data) < size:
             raise Unsupported("the header does not end within the bytes read")
     else:
         _check_pixels(path, data, pixel, size, implicit)
-    if not records or all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
+    if not n_elements:
         raise Unsupported("no data set, or only its character set")
-    if any(r.tag == _DIRECTORY_RECORDS for r in records):
-        raise Unsupported("a DICOMDIR")
-    _walk(records, _Level(data, implicit, _encodings(data, records, lambda: default_encoding)),
-          "", rows, skip, expand)
-    _walk(meta, _Level(data, False, lambda: default_encoding), "", rows, skip, expand)
+    _level(data, 132, start, False, False, "", rows, skip, expand, default_encoding)
+
+
+_TAG_VR_LEN = struct.Struct("<HH2sH")
+_TAG_LEN4 = struct.Struct("<HHL")
+#: the VRs pydicom knows, as written in explicit VR
+_KNOWN_VRS = {vr.encode(): vr for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                          "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ",
+                                          "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT",
+                                          "UV")}
+
+
+class _Context:
+    """What decoding one data set needs besides its bytes: where its character set and private
+    creators are (decoded only when a value needs them), its parent's encoding."""
+
+    __slots__ = ("charset", "creators", "encoding", "implicit", "last", "parent")
+
+    def __init__(self, implicit: bool, parent: Encoding) -> None:
+        self.implicit = implicit
+        self.parent = parent
+        self.charset: bytes | None = None
+        self.encoding: Encoding | None = None
+        self.creators: dict[int, bytes] = {}
+        self.last = -1
+
+    def text_encoding(self) -> Encoding:
+        """The level's character set: its own SpecificCharacterSet, else the parent's."""
+        if self.encoding is None:
+            self.encoding = _enc(self.charset, self.parent, self.last)
+        return self.encoding
+
+
+def _header(data: bytes, pos: int, end: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, VR bytes or None, length, value offset) of the element header at ``pos``."""
+    if pos + 8 > end:
+        raise Unsupported("bytes left over after the last element")
+    if implicit:
+        group, elem, length = _TAG_LEN4.unpack_from(data, pos)
+        return group << 16 | elem, None, length, pos + 8
+    group, elem, vrb, length = _TAG_VR_LEN.unpack_from(data, pos)
+    if vrb in _LONG_VRS:
+        if length != 0:
+            raise Unsupported("a non-zero reserved field")
+        if pos + 12 > end:
+            raise Unsupported("the file ends inside an element header")
+        return group << 16 | elem, vrb, _U32.unpack_from(data, pos + 8)[0], pos + 12
+    return group << 16 | elem, vrb, length, pos + 8
+
+
+def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: str, rows: Rows,
+           skip: frozenset[str], expand: bool, parent: Encoding) -> tuple[int | None, int]:
+    """Walk and decode one data set's elements in ``data[pos:end]``, as :func:`raw.walk` reads
+    them (the same checks, fused with decoding: no record per element). At the top level, stop
+    at the pixel data. Returns (offset of the pixel data or None, number of elements that are
+    neither the character set nor group lengths)."""
+    ctx = _Context(implicit, parent)
+    n_elements = 0
+    while pos < end:
+        # the element header, inline (the hot loop): as _header reads it
+        if pos + 8 > end:
+            raise Unsupported("bytes left over after the last element")
+        vrb: bytes | None = None
+        if implicit:
+            group, elem, length = _TAG_LEN4.unpack_from(data, pos)
+            value_start = pos + 8
+        else:
+            group, elem, vrb, length = _TAG_VR_LEN.unpack_from(data, pos)
+            value_start = pos + 8
+            if vrb in _LONG_VRS:
+                tag, vrb, length, value_start = _header(data, pos, end, implicit)
+        tag = group << 16 | elem
+        if tag >> 16 == 0xFFFE:
+            raise Unsupported("an item or delimiter tag at data set level")
+        if tag <= ctx.last:
+            raise Unsupported("elements out of tag order")
+        if top and (tag in raw.PIXEL_TAGS or tag == _DIRECTORY_RECORDS):
+            if tag == _DIRECTORY_RECORDS:
+                raise Unsupported("a DICOMDIR")
+            return pos, n_elements
+        ctx.last = tag
+        if length == raw.UNDEFINED:
+            stop = raw.element_at(data, pos, end, implicit=implicit).end
+        elif value_start + length > end:
+            raise Unsupported("a value runs past its container")
+        else:
+            stop = value_start + length
+        if tag != _CHARSET and tag & 0xFFFF:
+            n_elements += 1
+        _element(data, pos, tag, vrb, length, value_start, stop, end, ctx, prefix, rows, skip, expand)
+        pos = stop
+    return None, n_elements
+
+
+def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, value_start: int,
+             stop: int, end: int, ctx: _Context, prefix: str, rows: Rows, skip: frozenset[str],
+             expand: bool) -> None:
+    """Append the row(s) of one element (a sequence's items' rows after its own)."""
+    if tag == _CHARSET:
+        ctx.charset = data[value_start:stop]
+    elif tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+        ctx.creators[tag] = data[value_start:stop]
+    keyword, tagstr = tag_info(tag)
+    if keyword in skip or tagstr in skip:
+        return
+    vr = _vr(tag, vrb, keyword, length, ctx)
+    path = prefix + (keyword or tagstr)
+    path_, tag_, vr_, value_ = rows
+    if vr == "SQ":
+        path_.append(path)
+        tag_.append(tagstr)
+        vr_.append("SQ")
+        value_.append(None)
+        if expand:
+            record = raw.element_at(data, pos, end, implicit=ctx.implicit)
+            encoding = ctx.text_encoding()
+            for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
+                _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
+                       rows, skip, True, encoding)
+        return
+    if length == raw.UNDEFINED:
+        raise Unsupported("an undefined length on an element that is not a sequence")
+    value: str | None = NEEDS_PYDICOM
+    if vr in TEXT_VRS:
+        # pydicom reads an empty DS or IS as None (other empty text as "")
+        value = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
+    elif vr in NUMBER_FORMATS:
+        value = number_text(data[value_start:stop], vr)
+    elif vr in BINARY_VRS:
+        value = binary_text(data[value_start:stop])
+    if value is NEEDS_PYDICOM:
+        converted = convert_raw_data_element(
+            RawDataElement(BaseTag(tag), None if ctx.implicit else vr, length, data[value_start:stop],
+                           value_start, ctx.implicit, True, True),
+            encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
+        vr, value = str(converted.VR), element_text(converted)
+    path_.append(path)
+    tag_.append(tagstr)
+    vr_.append(vr)
+    value_.append(value)
+
+
+def _vr(tag: int, vrb: bytes | None, keyword: str, length: int, ctx: _Context) -> str:
+    """The VR pydicom gives the element (hooks.raw_element_vr), or Unsupported."""
+    if vrb is not None:
+        vr = _KNOWN_VRS.get(vrb, "")
+        if not vr:
+            raise Unsupported("an unknown VR")
+        if vr != "UN":
+            return vr
+        if not config.replace_un_with_known_vr or length == raw.UNDEFINED:
+            raise Unsupported("a UN element pydicom reads otherwise")
+        if (tag >> 16) & 1:  # pydicom looks private UN elements up under their creator
+            return _not_sequence(_private_vr(tag, length, ctx))
+        if length >= 0xFFFF or not keyword:
+            return "UN"
+        return _not_sequence(_dictionary_vr(tag))
+    if not keyword:
+        return _private_vr(tag, length, ctx)
+    return _dictionary_vr(tag)
+
+
+def _dictionary_vr(tag: int) -> str:
+    vr = dictionary_VR(tag)
+    if len(vr) != 2:
+        raise Unsupported("an ambiguous VR")
+    return vr
+
+
+def _not_sequence(vr: str) -> str:
+    if vr == "SQ":
+        raise Unsupported("a UN element that pydicom reads as a sequence")
+    return vr
+
+
+def _enc(charset: bytes | None, parent: Encoding, last: int) -> Encoding:
+    """The level's character set: its own SpecificCharacterSet, else the parent's (decided only
+    once the walk is past where SpecificCharacterSet would be)."""
+    if charset is not None:
+        elem = convert_raw_data_element(RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0,
+                                                       False, True, True))
+        return convert_encodings(elem.value)
+    if last < _CHARSET:
+        raise Unsupported("text before the character set")
+    return parent
+
+
+def _private_vr(tag: int, length: int, ctx: _Context) -> str:
+    """The VR pydicom gives a private element in implicit VR (its creator's dictionary entry)."""
+    if not (tag >> 16) & 1 or length == raw.UNDEFINED:
+        raise Unsupported("an unknown element in implicit VR")
+    element = tag & 0xFFFF
+    if 0x10 <= element <= 0xFF:
+        return "LO"  # a private creator
+    if element < 0x100:
+        return "UN"
+    creator = ctx.creators.get(tag >> 16 << 16 | element >> 8)
+    if creator is None:
+        return "UN"
+    elem = convert_raw_data_element(RawDataElement(BaseTag(tag >> 16 << 16 | element >> 8), "LO", len(creator),
+                                                   creator, 0, True, True, True), encoding=ctx.text_encoding())
+    if not elem.value:
+        return "UN"
+    try:
+        vr = private_dictionary_VR(tag, elem.value)
+    except KeyError:
+        return "UN"
+    if len(vr) != 2:
+        raise Unsupported("an ambiguous private VR in implicit VR")
+    return vr
 
 
 def _value(data: bytes, record: RawRecord) -> bytes:
@@ -275,112 +482,6 @@ def _fragments(header: Callable[[int], bytes], pos: int, size: int) -> None:
             raise Unsupported("the file ends inside encapsulated pixel data")
 
 
-def _encodings(data: bytes, records: list[RawRecord], parent: Callable[[], Encoding]
-               ) -> Callable[[], Encoding]:
-    """The level's character set, decided on first use: its own SpecificCharacterSet or the parent's."""
-    charset = next((r for r in records if r.tag == _CHARSET), None)
-    if charset is None:
-        return parent
-    memo: list[Encoding] = []
-
-    def encoding() -> Encoding:
-        if not memo:
-            elem = convert_raw_data_element(_raw_element(data, charset, "CS", False))
-            memo.append(convert_encodings(elem.value))
-        return memo[0]
-
-    return encoding
-
-
 def _raw_element(data: bytes, record: RawRecord, vr: str, implicit: bool) -> RawDataElement:
     return RawDataElement(BaseTag(record.tag), None if implicit else vr, record.length,
                           _value(data, record), record.value_start, implicit, True, True)
-
-
-_VRS: dict[bytes, str] = {}
-
-
-def _walk(records: list[RawRecord], level: _Level, prefix: str, rows: Rows, skip: frozenset[str],
-          expand: bool) -> None:
-    path_, tag_, vr_, value_ = rows
-    data = level.data
-    for record in records:
-        tag = record.tag
-        keyword, tagstr = tag_info(tag)
-        if keyword in skip or tagstr in skip:
-            continue
-        vr = _vr_of(record, keyword, records, level)
-        path = prefix + (keyword or tagstr)
-        if vr == "SQ":
-            path_.append(path)
-            tag_.append(tagstr)
-            vr_.append("SQ")
-            value_.append(None)
-            if expand:
-                _items(record, level, path, rows, skip)
-            continue
-        if record.length == raw.UNDEFINED:
-            raise Unsupported("an undefined length on an element that is not a sequence")
-        value: str | None = NEEDS_PYDICOM
-        if vr in TEXT_VRS:
-            # pydicom reads an empty DS or IS as None (other empty text as "")
-            value = None if not record.length and vr in _NUMBER_TEXT_VRS else text_of(_value(data, record))
-        elif vr in NUMBER_FORMATS:
-            value = number_text(_value(data, record), vr)
-        elif vr in BINARY_VRS:
-            value = binary_text(_value(data, record))
-        if value is NEEDS_PYDICOM:
-            elem = convert_raw_data_element(_raw_element(data, record, vr, level.implicit),
-                                            encoding=level.encoding() if tag != _CHARSET else default_encoding)
-            vr, value = str(elem.VR), element_text(elem)
-        path_.append(path)
-        tag_.append(tagstr)
-        vr_.append(vr)
-        value_.append(value)
-
-
-def _items(record: RawRecord, level: _Level, path: str, rows: Rows, skip: frozenset[str]) -> None:
-    data = level.data
-    for i, item in enumerate(raw.items_of(data, record, implicit=level.implicit)):
-        records = raw.walk(data, item.value_start, item.value_end, implicit=level.implicit)
-        sub = _Level(data, level.implicit, _encodings(data, records, level.encoding))
-        _walk(records, sub, f"{path}[{i}].", rows, skip, True)
-
-
-def _vr_of(record: RawRecord, keyword: str, records: list[RawRecord], level: _Level) -> str:
-    """The VR pydicom gives the element; Unsupported where pydicom would decide otherwise."""
-    if record.vr is not None:
-        vr = _VRS.get(record.vr)
-        if vr is None:
-            vr = _VRS.setdefault(record.vr, record.vr.decode("ascii"))
-        if vr == "UN":
-            raise Unsupported("a UN element (pydicom may use the dictionary VR)")
-        return vr
-    tag = record.tag
-    if keyword:
-        vr = dictionary_VR(tag)
-        if len(vr) != 2:
-            raise Unsupported("an ambiguous VR in implicit VR")
-        return vr
-    if not (tag >> 16) & 1 or record.length == raw.UNDEFINED:
-        raise Unsupported("an unknown element in implicit VR")
-    element = tag & 0xFFFF
-    if 0x10 <= element <= 0xFF:
-        return "LO"  # a private creator
-    if element < 0x100:
-        return "UN"
-    creator_tag = tag >> 16 << 16 | element >> 8
-    creator = next((r for r in records if r.tag == creator_tag), None)
-    if creator is None:
-        return "UN"
-    elem = convert_raw_data_element(_raw_element(level.data, creator, "LO", True),
-                                    encoding=level.encoding())
-    if not elem.value:
-        return "UN"
-    try:
-        vr = private_dictionary_VR(tag, elem.value)
-    except KeyError:
-        return "UN"
-    if len(vr) != 2:
-        raise Unsupported("an ambiguous private VR in implicit VR")
-    return vr
