@@ -68,7 +68,14 @@ from deid_batch.stages.pipeline import (
     run_partitions,
 )
 from deid_batch.stages.pixels import FlaggedPolicy, PixelConfig
-from deid_batch.stages.scan import DEFAULT_SCAN_SKIP, ScanConfig, scan_partition
+from deid_batch.stages.scan import (
+    DEFAULT_SCAN_SKIP,
+    PYDICOM_COUNT,
+    RAW_COUNT,
+    ScanConfig,
+    path_counts,
+    scan_partition,
+)
 from deid_batch.stages.verify import Hit
 
 __all__ = [
@@ -177,6 +184,7 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     errs: list[pa.RecordBatch] = []
     pending: dict[int, pa.RecordBatch] = {}
     nxt, done = 0, 0
+    counts = [0, 0]  # files read by the raw walker, by pydicom
 
     def lost(i: int, chunk: Any, exc: BaseException) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         rows = {"source": list(chunk), "status": [Status.FAILED.value] * len(chunk),
@@ -186,6 +194,7 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
     try:
         for i, (ids, errors), n in run_partitions(executor, scan_partition, paths, scan_config,
                                                   size=size, on_lost=lost, combine=_combine_scan):
+            counts = [a + b for a, b in zip(counts, path_counts([ids]))]
             errs.append(errors)
             pending[i] = ids
             while nxt in pending:
@@ -211,7 +220,8 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
         else:
             os.replace(tmp, parquet_path)
     schema = IDENTIFIERS if keep_fields and writer is None else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
-    table = pa.Table.from_batches(kept, schema=schema)
+    table = pa.Table.from_batches(kept, schema=schema).replace_schema_metadata(
+        {RAW_COUNT: str(counts[0]), PYDICOM_COUNT: str(counts[1])})  # path_counts() reads them
     errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
     if errors_path and storage.is_url(errors_path):
         sink = pa.BufferOutputStream()
@@ -235,7 +245,10 @@ def _private_tmp() -> str:
 
 
 def _combine_scan(parts: list[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    return (pa.concat_batches([p[0] for p in parts]), pa.concat_batches([p[1] for p in parts]))
+    n_raw, n_pydicom = path_counts([p[0] for p in parts])
+    ids = pa.concat_batches([p[0] for p in parts]).replace_schema_metadata(
+        {RAW_COUNT: str(n_raw), PYDICOM_COUNT: str(n_pydicom)})
+    return ids, pa.concat_batches([p[1] for p in parts])
 
 
 def _copy_keys(batch: pa.RecordBatch) -> pa.RecordBatch:

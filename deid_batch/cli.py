@@ -328,7 +328,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from deid_batch.api import load_config, run_scan
     from deid_batch.stages.discover import discover
     from deid_batch.stages.pipeline import open_executor
-    from deid_batch.stages.scan import ScanConfig
+    from deid_batch.stages.scan import ScanConfig, path_counts
     from deid_batch.stages.storage import normalise
 
     cfg = load_config(args.config)
@@ -343,6 +343,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         table, errors = run_scan(paths, scan_config, ex, parquet_path=ids, errors_path=errors_path,
                                  progress=_progress(args, "scan"))
     print(f"scanned {len(paths)} files: {table.num_rows} identified, {errors.num_rows} not readable")
+    n_raw, n_pydicom = path_counts([table])
+    print(f"  headers read by the raw walker {n_raw}, by pydicom (fallback) {n_pydicom}")
     if errors.num_rows:
         from collections import Counter
 

@@ -320,3 +320,27 @@ def test_generated_headers_scan_alike(tmp_path, header, implicit, undefined):
     except Exception:  # noqa: BLE001 - a value pydicom cannot encode is not a header to compare
         return
     _both([str(path)])
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["synchronous", "local-cluster"])
+def test_run_scan_counts_raw_and_fallback_files(archives, tmp_path, workers):
+    from deid_batch.api import run_scan
+    from deid_batch.stages.pipeline import open_executor
+
+    paths = archives["small"] + archives["big-endian"]
+    with open_executor(workers=workers) as ex:
+        table, errors = run_scan(paths, ScanConfig(), ex, size=5)
+        ref, _ = run_scan(paths, ScanConfig(raw=False), ex, size=5)
+    assert path_counts([table]) == (len(archives["small"]), len(archives["big-endian"]))
+    assert path_counts([ref]) == (0, len(paths))
+    assert table.to_pylist() == ref.to_pylist() and errors.num_rows == 0
+
+
+def test_cli_scan_summary_says_how_headers_were_read(archives, tmp_path, capsys):
+    from deid_batch.cli import main
+
+    folder = Path(archives["big-endian"][0]).parents[3]
+    assert main(["scan", str(folder), "--ids", str(tmp_path / "ids.parquet"), "--workers", "0",
+                 "--no-progress"]) == 0
+    n = len(archives["big-endian"])
+    assert f"headers read by the raw walker 0, by pydicom (fallback) {n}" in capsys.readouterr().out

@@ -209,8 +209,8 @@ def scan_partition(paths: Sequence[str], config: ScanConfig, partition: int = 0
     )
 
 
-def path_counts(batches: Sequence[pa.RecordBatch]) -> tuple[int, int]:
-    """(raw, pydicom) file counts summed over scan batches (0 for batches without them)."""
+def path_counts(batches: Sequence[pa.RecordBatch | pa.Table]) -> tuple[int, int]:
+    """(raw, pydicom) file counts summed over scan batches or tables (0 where they are not given)."""
     n_raw = n_pydicom = 0
     for batch in batches:
         meta = batch.schema.metadata or {}
