@@ -250,6 +250,12 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
             extra["note"] = f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
             if verb == "apply" and result.get("written") != len(files):
                 extra["note"] += f"; WROTE {result.get('written')} of {len(files)} files"
+            readers = result.get("readers") or {}
+            if verb == "scan" and readers:
+                total = sum(readers.values())
+                extra["raw_scan_share"] = readers.get("raw", 0) / total if total else None
+                extra["note"] += (f"; raw walker {readers.get('raw', 0)}, pydicom fallback "
+                                  f"{readers.get('pydicom', 0)} ({readers.get('pydicom', 0) / max(total, 1):.1%})")
             writers = result.get("writers") or {}
             if verb == "apply" and writers:
                 total = sum(writers.values())

@@ -138,7 +138,10 @@ def batch_scan(files: list[str], args: argparse.Namespace) -> dict[str, Any]:
         result = get_identifiers(files, **_kwargs(get_identifiers, client=client))
         seconds = time.perf_counter() - t0
     rows = getattr(result, "num_rows", None)
-    return {"seconds": seconds, "startup_seconds": startup, "rows": rows}
+    meta = getattr(getattr(result, "schema", None), "metadata", None) or {}
+    readers = {name: int(meta[key]) for name, key in (("raw", b"deid_batch.scan.raw"),
+                                                      ("pydicom", b"deid_batch.scan.pydicom")) if key in meta}
+    return {"seconds": seconds, "startup_seconds": startup, "rows": rows, "readers": readers}
 
 
 def batch_apply(files: list[str], args: argparse.Namespace) -> dict[str, Any]:
