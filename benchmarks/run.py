@@ -186,6 +186,17 @@ def _cli(exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str) -
     return wall, peaks, "CLI wall time: interpreter + cluster start-up included"
 
 
+def _scan_share(verb: str, result: dict[str, Any], extra: dict[str, Any]) -> None:
+    """A scan's raw walker / pydicom fallback file counts, in the row and its note."""
+    readers = result.get("readers") or {}
+    if verb != "scan" or not readers:
+        return
+    total = sum(readers.values())
+    extra["raw_scan_share"] = readers.get("raw", 0) / total if total else None
+    extra["note"] += (f"; raw walker {readers.get('raw', 0)}, pydicom fallback "
+                      f"{readers.get('pydicom', 0)} ({readers.get('pydicom', 0) / max(total, 1):.1%})")
+
+
 def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     files = list_files(src)
     nbytes = total_bytes(files)
@@ -250,12 +261,7 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
             extra["note"] = f"cluster start-up {result.get('startup_seconds', 0):.1f} s excluded"
             if verb == "apply" and result.get("written") != len(files):
                 extra["note"] += f"; WROTE {result.get('written')} of {len(files)} files"
-            readers = result.get("readers") or {}
-            if verb == "scan" and readers:
-                total = sum(readers.values())
-                extra["raw_scan_share"] = readers.get("raw", 0) / total if total else None
-                extra["note"] += (f"; raw walker {readers.get('raw', 0)}, pydicom fallback "
-                                  f"{readers.get('pydicom', 0)} ({readers.get('pydicom', 0) / max(total, 1):.1%})")
+            _scan_share(verb, result, extra)
             writers = result.get("writers") or {}
             if verb == "apply" and writers:
                 total = sum(writers.values())
