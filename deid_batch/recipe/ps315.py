@@ -339,8 +339,8 @@ def _option_recipe(option: Option, rows: Sequence[Row]) -> list[str]:
         out += ["KEEP endswith:UID", *(f"KEEP {kw}" for kw in UI_NOT_NAMED_UID)]
     if option.column == "rtn_safe_priv":
         out += [f"# {line}" for line in safe_private_edition()]
-        for row in load_safe_private():
-            out += [f"# {row.meaning}", f"KEEP {row.selector}"]
+        for safe in load_safe_private():
+            out += [f"# {safe.meaning}", f"KEEP {safe.selector}"]
     for row in rows:
         out += _option_lines(option, row)
     out += [""]
