@@ -38,6 +38,7 @@ from deid_batch.recipe.filters import Filters, compile_filters
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
+from deid_batch.stages import linkage as linkage_mod
 from deid_batch.stages import storage
 from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
@@ -656,7 +657,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True, write_no_pixel_data: bool = False,
               clean_pixels: bool = False, flagged: str = "skip", decompress_pixels: bool = False,
-              byte_writer: bool = True, storage_options: Mapping[str, Any] | None = None) -> ApplyReport:
+              byte_writer: bool = True, storage_options: Mapping[str, Any] | None = None,
+              linkage: bool | None = None) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
@@ -672,9 +674,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     a file flagged without a region is ``skipped`` (``flagged="write"`` writes it, with a
     warning); compressed pixel data is ``failed`` unless ``decompress_pixels=True`` (decoded,
     cleaned and written uncompressed).
+
+    ``linkage``: write ``uid_mapping.csv`` and ``patid_mapping.csv`` in the manifest folder
+    (:mod:`deid_batch.stages.linkage`); ``None`` (default): when the recipe makes keyed pseudonyms.
     """
     store_opts = dict(storage_options or {})
     parsed: Recipe = load_recipe(recipe, base=base)
+    with_linkage = linkage_mod.wanted(parsed, linkage)
     pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
     cluster = check_jobqueue(cluster)  # a batch-system run that cannot start is refused before anything is written
     cfg = load_config(config)
@@ -715,10 +721,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             "run_stamp": time.time_ns() // 1_000 * 1_000, "write_no_pixel_data": write_no_pixel_data,
             "pixels": None if pixels is None else {"flagged": pixels.flagged.value,
                                                    "decompress": pixels.allow_decode},
+            "linkage": with_linkage,
         }
         store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed,
                                store_opts)
         done_parts = store.done
+        if not resume:
+            linkage_mod.reset(manifest_dir, store_opts)
         _prepare_output(output_folder, resume)
         report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
         if not remove_private:
@@ -734,7 +743,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
                                        write_no_pixel_data=write_no_pixel_data, pixels=pixels,
-                                       byte_writer=byte_writer, storage_options=store_opts)
+                                       byte_writer=byte_writer, storage_options=store_opts,
+                                       linkage_folder=manifest_dir if with_linkage else None)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
@@ -755,6 +765,10 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                 done += n
                 _notify(progress, done, total)
         _count_shared_uids(store, report)
+        if with_linkage:
+            n_uids, n_patids = linkage_mod.consolidate(manifest_dir, store_opts)
+            logger.info("linkage files: %d UID pairs, %d PatientID pairs in %s", n_uids, n_patids,
+                        manifest_dir)
         if collect_outputs:
             table = store.read().select(["output", "partition"]).sort_by([("partition", "ascending")])
             report.outputs = [o for o in table.column("output").to_pylist() if o is not None]

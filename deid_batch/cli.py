@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write-no-pixel-data", action="store_true",
                    help="also write image storage objects without pixel data (header-only, or cut at an "
                    "element boundary), with a warning; default: skipped/no-pixel-data")
+    p.add_argument("--linkage", action=argparse.BooleanOptionalAction, default=None,
+                   help="write uid_mapping.csv and patid_mapping.csv (id_old,id_new) in the manifest "
+                   "folder (default: on when the recipe makes keyed pseudonyms, e.g. ps3.15-basic)")
     g = p.add_argument_group("burned-in pixels")
     g.add_argument("--clean-pixels", action="store_true",
                    help="blank the regions of the recipe's %%filter LABELs that flag a file (evaluated on "
@@ -378,7 +381,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
         collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data,
         clean_pixels=args.clean_pixels, flagged=args.flagged, decompress_pixels=args.decompress_pixels,
-        storage_options=_storage_options(args))
+        storage_options=_storage_options(args), linkage=args.linkage)
     _print_report(report)
     return report.exit_code
 
