@@ -155,9 +155,14 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition, uid, writer)
-    row = _row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer)
+    return _with_linkage(_row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer),
+                         before, result.dataset)
+
+
+def _with_linkage(row: dict[str, Any], before: linkage.Snapshot | None, ds: Any) -> dict[str, Any]:
+    """A written row with the file's linkage pairs (when the run writes linkage files)."""
     if before is not None:
-        row[_LINKAGE] = linkage.pairs(before, result.dataset)
+        row[_LINKAGE] = linkage.pairs(before, ds)
     return row
 
 
