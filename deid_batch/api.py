@@ -853,18 +853,23 @@ class VerifyReport:
     files: int
     recipe_stack: tuple[str, ...] = ()
     manifest: str | None = None
+    #: UID references into the input set that resolve to no output (needs the manifest)
+    broken_references: list[verify_mod.BrokenReference] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.hits else 0
+        return 1 if self.hits or self.broken_references else 0
 
 
 def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str | None = None,
                recipe: Any = None, base: Any = DEFAULT_BASE, keep: Any = None, key_file: str | None = None,
                min_length: int = 4, client: Any = None, workers: int | None = None,
                scheduler: str | None = None, partition: int | None = None, progress: Progress | None = None,
-               on_start: Callable[[Executor], None] | None = None, cluster: Any = None) -> VerifyReport:
-    """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`).
+               on_start: Callable[[Executor], None] | None = None, cluster: Any = None,
+               show_uids: bool = False) -> VerifyReport:
+    """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`),
+    and check that the outputs' UID references into the input set still resolve (with the
+    manifest; ``show_uids`` puts the outputs' unresolved UIDs in the report).
 
     The recipe is ``recipe`` (on ``base``, as ``apply`` layers it), else ``keep`` (KEEP selectors,
     e.g. ``["StudyDate", "contains:Pixel"]``), else the manifest folder's ``_recipe.json``. The
@@ -887,26 +892,30 @@ def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str
     key = keys_mod.find_key(manifest, key_file)
     config, items = verify_mod.prepare(root, ids, recipe=parsed, run=run, manifest=manifest,
                                        min_length=min_length, key=key)
-    hits: list[Hit] = []
+    checked = verify_mod.Checked()
 
-    def lost(i: int, chunk: Any, exc: BaseException) -> list[Hit]:
-        return [Hit(item[0], "<file>", "unverified") for item in chunk]
+    def lost(i: int, chunk: Any, exc: BaseException) -> verify_mod.Checked:
+        return verify_mod.Checked([Hit(item[0], "<file>", "unverified") for item in chunk])
 
     total, done = len(items), 0
     _notify(progress, 0, total)
     with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         if on_start is not None:
             on_start(ex)
-        for _, part, n in run_partitions(ex, verify_mod.verify_partition, items, config,
+        for _, part, n in run_partitions(ex, verify_mod.check_partition, items, config,
                                          size=partition_size(total, partition), on_lost=lost,
-                                         combine=lambda parts: [h for p in parts for h in p]):
-            hits.extend(part)
+                                         combine=verify_mod.combine_checked):
+            checked.hits.extend(part.hits)
+            checked.links.merge(part.links)
             done += n
             _notify(progress, done, total)
-    hits.sort()
+    hits = sorted(checked.hits)
     for hit in hits:
         logger.info("%s", hit)
-    return VerifyReport(hits, total, tuple(parsed.stack), manifest)
+    broken = verify_mod.broken_references(checked.links, show_uids)
+    for ref in broken:
+        logger.info("%s", ref)
+    return VerifyReport(hits, total, tuple(parsed.stack), manifest, broken)
 
 
 def verify(output_folder: str | os.PathLike[str], ids: Any, **kwargs: Any) -> list[Hit]:

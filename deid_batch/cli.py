@@ -206,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", metavar="FILE", help="the run key, when apply was given one (to recognise "
                    "the UIDs it made; default: $DEID_BATCH_KEY, else the manifest folder's)")
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    p.add_argument("--show-uids", action="store_true",
+                   help="print the outputs' unresolved reference UIDs (de-identified values) too")
     _common(p)
 
     p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
@@ -447,13 +449,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     report = run_verify(args.output, args.ids, manifest=args.manifest, recipe=recipe, base=args.base,
                         key_file=args.key_file, workers=_workers(args), scheduler=args.scheduler,
                         cluster=_cluster(args), partition=args.partition_size, progress=_progress(args, "verify"),
-                        on_start=_announce(args))
+                        on_start=_announce(args), show_uids=args.show_uids)
     if report.recipe_stack:
         print(f"recipe:   {' + '.join(report.recipe_stack)}")
     for hit in report.hits:
         print(f"LEAK {hit.file} {hit.tag_path} ({hit.kind})")
+    for ref in report.broken_references:
+        print(f"BROKEN {ref.file} {ref.tag_path} ({ref.kind} reference{' ' + ref.uid if ref.uid else ''})")
     files = len({hit.file for hit in report.hits})
     print(f"verify: {len(report.hits)} hit(s) in {files} of {report.files} file(s) in {args.output}")
+    refs = report.broken_references
+    print(f"references: {len(refs)} into the input set resolve to no output, in "
+          f"{len({r.file for r in refs})} file(s)")
     return report.exit_code
 
 

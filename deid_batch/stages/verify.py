@@ -45,6 +45,18 @@ Where and how it is searched
     dates also as the first eight digits of a longer digit run (a DT). A file under the output
     folder that is not readable DICOM is a hit of kind ``unreadable``.
 
+Referential integrity (with the manifest)
+    Every UID at any depth below the top level of an output (ReferencedSOPInstanceUID,
+    SeriesInstanceUID in ReferencedSeriesSequence, FrameOfReferenceUID links, ...) whose own
+    input held, at the same tag path, the SOPInstanceUID, SeriesInstanceUID, StudyInstanceUID
+    or FrameOfReferenceUID of an instance of the input set (the identifiers table) must now be
+    the same kind of UID of an output (the outputs' top-level values). One that is not is a
+    :class:`BrokenReference` (output file, tag path, kind; the output's UID only on request):
+    the recipe changed the instance's UIDs but not the references to it (or the other way
+    round). A reference the recipe removed, or one that pointed outside the input set, is not
+    checked. :func:`check_partition` gives each partition's hits and :class:`Links`;
+    :func:`broken_references` resolves them once every output is read.
+
 Memory: the candidate values (one entry per distinct value) are one shared graph node; each work
 item carries its own input's (path, value) pairs; outputs are read one at a time by the workers.
 """
@@ -73,8 +85,9 @@ from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.fields import DicomField, Selector, compile_selector
 
 __all__ = [
-    "NOT_IDENTIFYING", "SEARCHED_VRS", "TEXT_VRS", "Hit", "VerifyConfig", "WorkItem",
-    "load_run", "prepare", "recipe_keeps", "tool_values", "verify_partition",
+    "NOT_IDENTIFYING", "REFERENCED_KINDS", "SEARCHED_VRS", "TEXT_VRS", "BrokenReference", "Checked",
+    "Hit", "Links", "VerifyConfig", "WorkItem", "broken_references", "check_partition", "load_run",
+    "prepare", "recipe_keeps", "tool_values", "verify_partition",
 ]
 
 logger = logging.getLogger(__name__)
@@ -118,6 +131,67 @@ class Hit:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.tag_path}: original {self.kind} value found"
+
+
+#: the top-level UIDs a reference may point at: keyword -> kind
+REFERENCED_KINDS = {"SOPInstanceUID": "instance", "SeriesInstanceUID": "series",
+                    "StudyInstanceUID": "study", "FrameOfReferenceUID": "frame of reference"}
+
+
+@dataclass(frozen=True, order=True)
+class BrokenReference:
+    """A UID reference of an output that pointed at an instance of the input set and no longer
+    resolves inside the output set: output file, tag path, kind (``instance``, ``series``,
+    ``study``, ``frame of reference``); ``uid`` (the output's value) only when asked for."""
+
+    file: str
+    tag_path: str
+    kind: str
+    uid: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.uid})" if self.uid else ""
+        return f"{self.file}: {self.tag_path}: {self.kind} reference{where} resolves to no output"
+
+
+@dataclass
+class Links:
+    """A partition's referential data: the outputs' own top-level UIDs by kind, and the
+    references that pointed into the input set (file, tag path, kind, the output's values)."""
+
+    own: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    refs: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def merge(self, other: Links) -> None:
+        for kind, uids in other.own.items():
+            self.own[kind].update(uids)
+        self.refs.extend(other.refs)
+
+
+@dataclass
+class Checked:
+    """What :func:`check_partition` returns: the hits and the referential data."""
+
+    hits: list[Hit] = field(default_factory=list)
+    links: Links = field(default_factory=Links)
+
+
+def combine_checked(parts: Sequence[Checked]) -> Checked:
+    out = Checked()
+    for part in parts:
+        out.hits.extend(part.hits)
+        out.links.merge(part.links)
+    return out
+
+
+def broken_references(links: Links, show_uids: bool = False) -> list[BrokenReference]:
+    """The references of ``links`` whose every value is no output's UID of that kind."""
+    broken = set()
+    for file, path, kind, values in links.refs:
+        missing = [v for v in values if v not in links.own.get(kind, set())]
+        for value in missing:
+            broken.add(BrokenReference(file, path, kind, value if show_uids else ""))
+    return sorted(broken)
 
 
 # ------------------------------------------------------------------------------ values
@@ -236,6 +310,8 @@ class VerifyConfig:
     literals: tuple[tuple[Selector, tuple[str, ...]], ...] = ()
     #: tag path -> (VR, every input's values there): for outputs without a manifest row
     anywhere: dict[str, tuple[str, frozenset[str], frozenset[tuple[str, ...]]]] | None = None
+    #: the input set's top-level instance, series, study and frame of reference UIDs -> kind
+    referenced: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ the recipe
@@ -364,10 +440,14 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     excluded = tool_values()
     cands = Candidates()
     own: dict[str, tuple[Original, ...]] = {}
+    referenced: dict[str, str] = {}
     for row in table.to_pylist():
         fields = row.get("fields") or []
         for f in fields:
             vr, value = f.get("vr"), f.get("value")
+            if value and str(f.get("path")) in REFERENCED_KINDS:
+                for part in _parts(str(value)):
+                    referenced.setdefault(part, REFERENCED_KINDS[str(f.get("path"))])
             if value and vr in SEARCHED_VRS and _identifying(str(f.get("path"))):
                 cands.add(str(vr), str(vr), str(value), min_length, excluded)
         for column in ("entity_id", "item_id"):
@@ -388,7 +468,8 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     keep = tuple(compile_selector(k) for k in (*recipe_keeps(recipe), *put_keeps))
     logger.debug("verify: %d candidate values, %d output files, %d KEEP selectors",
                  len(cands.kinds), len(files), len(keep))
-    config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere)
+    config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere,
+                          referenced)
     return config, items
 
 
@@ -476,7 +557,21 @@ def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
         return None
 
 
-def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
+def _links(output: str, elements: Sequence[_Element], own: dict[str, tuple[str, tuple[str, ...]]] | None,
+           config: VerifyConfig, links: Links) -> None:
+    """This output's own top-level UIDs and its references that pointed into the input set."""
+    for el in elements:
+        if el.vr != "UI" or el.entry.is_filemeta:
+            continue
+        if el.path in REFERENCED_KINDS:
+            links.own[REFERENCED_KINDS[el.path]].update(_parts(el.text))
+        elif own is not None and el.path in own:
+            kinds = {config.referenced[v] for v in own[el.path][1] if v in config.referenced}
+            if len(kinds) == 1:
+                links.refs.append((output, el.path, kinds.pop(), _parts(el.text)))
+
+
+def _check_file(item: WorkItem, config: VerifyConfig, links: Links | None = None) -> list[Hit]:
     output = item[0]
     elements = _read(output, config)
     found: set[tuple[str, str]] = set()
@@ -486,6 +581,8 @@ def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
     for key in cands.found(os.path.relpath(output, config.root), uid_only=False):
         found.add(("<name>", cands.kinds[key]))
     own = _own_of(item)
+    if links is not None and elements is not None and config.referenced:
+        _links(output, elements, own, config, links)
     for el in elements or ():
         parts = _parts(el.text)
         if own is not None:
@@ -511,8 +608,13 @@ def _literal(config: VerifyConfig, el: _Element, parts: tuple[str, ...]) -> bool
 
 def verify_partition(items: Sequence[WorkItem], config: VerifyConfig, partition: int = 0) -> list[Hit]:
     """The hits of a partition of outputs (pure: reads the outputs, writes nothing)."""
-    hits: list[Hit] = []
+    return check_partition(items, config, partition).hits
+
+
+def check_partition(items: Sequence[WorkItem], config: VerifyConfig, partition: int = 0) -> Checked:
+    """The hits and the referential :class:`Links` of a partition of outputs (pure)."""
+    out = Checked()
     with no_value_logging():
         for item in items:
-            hits.extend(_check_file(item, config))
-    return hits
+            out.hits.extend(_check_file(item, config, out.links))
+    return out
