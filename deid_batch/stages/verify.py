@@ -45,6 +45,15 @@ Where and how it is searched
     dates also as the first eight digits of a longer digit run (a DT). A file under the output
     folder that is not readable DICOM is a hit of kind ``unreadable``.
 
+PS3.15 profiles and cleaned descriptors
+    A stack that starts with ``ps3.15-basic`` keeps, by the profile's definition, every standard
+    attribute its lines do not name: such an element holding its own input's value is kept on
+    purpose (like a KEEP). An element a ``REPLACE ... deid_func:clean_descriptor`` line matches
+    (``ps3.15-clean-descriptors``: the text kept, this file's identifying values removed) is a
+    hit only if one of its own input's identifying values (the fields of the recipe's
+    ``%values`` lists) still occurs in it, by the cleaner's own rule; without the manifest (no
+    own input) the general rule applies.
+
 Referential integrity (with the manifest)
     Every UID at any depth below the top level of an output (ReferencedSOPInstanceUID,
     SeriesInstanceUID in ReferencedSeriesSequence, FrameOfReferenceUID links, ...) whose own
@@ -312,6 +321,12 @@ class VerifyConfig:
     anywhere: dict[str, tuple[str, frozenset[str], frozenset[tuple[str, ...]]]] | None = None
     #: the input set's top-level instance, series, study and frame of reference UIDs -> kind
     referenced: dict[str, str] = field(default_factory=dict)
+    #: a PS3.15 stack: elements no header line names are kept on purpose (``named`` says which are)
+    keeps_unnamed: bool = False
+    named: tuple[frozenset[str], tuple[Selector, ...]] = (frozenset(), ())
+    #: elements the recipe cleans (clean_descriptor), and the fields whose values they are cleaned of
+    cleaned: tuple[Selector, ...] = ()
+    identifying: frozenset[str] = frozenset()
 
 
 # ------------------------------------------------------------------------------ the recipe
@@ -335,6 +350,50 @@ def _recipe_literals(recipe: Any) -> tuple[tuple[Selector, tuple[str, ...]], ...
             if selector.kind not in ("values", "fields"):
                 out.append((selector, _parts(str(value))))
     return tuple(out)
+
+
+_PS315_BASIC = "ps3.15-basic"
+_CLEANER = "deid_func:clean_descriptor"
+
+
+def _named(recipe: Any) -> tuple[frozenset[str], tuple[Selector, ...]]:
+    """Every header line's selector: exact ones as a set of keys, the others compiled."""
+    exact: set[str] = set()
+    other: list[Selector] = []
+    for action in getattr(recipe, "header", ()):
+        if not action.field:
+            continue
+        selector = compile_selector(str(action.field))
+        if selector.kind == "exact":
+            exact.add(selector.key)
+        elif selector.kind not in ("values", "fields"):
+            other.append(selector)
+    return frozenset(exact), tuple(dict.fromkeys(other))
+
+
+def _cleaning(recipe: Any) -> tuple[tuple[Selector, ...], frozenset[str]]:
+    header = getattr(recipe, "header", ())
+    cleaned = tuple(compile_selector(str(a.field)) for a in header
+                    if a.action == "REPLACE" and a.field and a.value == _CLEANER)
+    fields = frozenset(str(entry.field) for _, entries in getattr(recipe, "values", ())
+                       for entry in entries if entry.action == "FIELD")
+    return cleaned, fields
+
+
+def _is_named(config: VerifyConfig, entry: DicomField) -> bool:
+    exact, other = config.named
+    if any(key in exact for keys in entry.static.keys.values() for key in keys):
+        return True
+    return any(s.matches(entry) for s in other)
+
+
+def _still_identifying(text: str, own: dict[str, tuple[str, tuple[str, ...]]],
+                       fields: frozenset[str]) -> bool:
+    """Would the cleaner still remove something of this file's own identifying values?"""
+    from deid_batch.recipe.keyed import clean_text
+
+    values = [v for path, (_, parts) in own.items() if path.rsplit(".", 1)[-1] in fields for v in parts]
+    return bool(values) and clean_text(text, values) != text
 
 
 def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[str, Any]]:
@@ -468,8 +527,11 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     keep = tuple(compile_selector(k) for k in (*recipe_keeps(recipe), *put_keeps))
     logger.debug("verify: %d candidate values, %d output files, %d KEEP selectors",
                  len(cands.kinds), len(files), len(keep))
+    stack = tuple(getattr(recipe, "stack", ()) or ())
+    cleaned, identifying = _cleaning(recipe)
     config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere,
-                          referenced)
+                          referenced, keeps_unnamed=bool(stack) and stack[0] == _PS315_BASIC,
+                          named=_named(recipe), cleaned=cleaned, identifying=identifying)
     return config, items
 
 
@@ -585,17 +647,22 @@ def _check_file(item: WorkItem, config: VerifyConfig, links: Links | None = None
         _links(output, elements, own, config, links)
     for el in elements or ():
         parts = _parts(el.text)
+        if own is not None and config.cleaned and _selected(config.cleaned, el.entry):
+            if _still_identifying(el.text, own, config.identifying):
+                found.add((el.path, own.get(el.path, (el.vr, ()))[0]))
+            continue  # kept but cleaned: only its own identifying values count
+        kept = el.kept or (config.keeps_unnamed and not _is_named(config, el.entry))
         if own is not None:
             vr, theirs = own.get(el.path, ("", ()))
             same_whole, same_parts = parts == theirs, set(parts) & set(theirs)
         else:
             vr, every, wholes = (config.anywhere or {}).get(el.path, ("", frozenset(), frozenset()))
             same_whole, same_parts = parts in wholes, set(parts) & every
-        if same_whole and el.kept:
+        if same_whole and kept:
             continue  # kept on purpose, unchanged
         if _literal(config, el, parts):
             continue  # the recipe's own value
-        if same_parts and not el.kept:
+        if same_parts and not kept:
             found.add((el.path, vr))  # a value that stayed where it was
         for key in cands.found(el.text, uid_only=el.vr == "UI"):
             found.add((el.path, cands.kinds[key]))
