@@ -861,12 +861,34 @@ class VerifyReport:
         return 1 if self.hits or self.broken_references else 0
 
 
+def _has_outputs(root: str, opts: Mapping[str, Any]) -> bool:
+    if not storage.is_url(root):
+        return os.path.isdir(root)
+    try:
+        return storage.has_files(root, opts)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any storage failure: say what to check
+        raise ConfigError(f"output folder {root} cannot be listed ({type(exc).__name__}); check the URL, "
+                          "the endpoint (AWS_ENDPOINT_URL) and the credentials (--storage-options)") from None
+
+
+def _verify_key(manifest: str | None, key_file: str | None, opts: Mapping[str, Any]) -> bytes | None:
+    """The run key if one is at hand (never generated); a URL manifest's ``_key`` is fetched."""
+    if manifest is not None and storage.is_url(manifest) and not key_file and \
+            not os.environ.get(keys_mod.ENV_VAR):
+        folder = storage.Folder(manifest, opts)
+        return folder.read_bytes(keys_mod.KEY_FILE_NAME).strip() if folder.exists(keys_mod.KEY_FILE_NAME) \
+            else None
+    return keys_mod.find_key(manifest, key_file)
+
+
 def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str | None = None,
                recipe: Any = None, base: Any = DEFAULT_BASE, keep: Any = None, key_file: str | None = None,
                min_length: int = 4, client: Any = None, workers: int | None = None,
                scheduler: str | None = None, partition: int | None = None, progress: Progress | None = None,
                on_start: Callable[[Executor], None] | None = None, cluster: Any = None,
-               show_uids: bool = False) -> VerifyReport:
+               show_uids: bool = False, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
     """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`),
     and check that the outputs' UID references into the input set still resolve (with the
     manifest; ``show_uids`` puts the outputs' unresolved UIDs in the report).
@@ -876,22 +898,23 @@ def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str
     manifest folder defaults to ``OUTDIR.manifest`` when it exists. Raises ``ConfigError`` (naming
     the argument and the fix) for a missing output folder, manifest, identifiers table or recipe.
     """
-    root = os.path.abspath(os.fspath(output_folder))
-    if not os.path.isdir(root):
+    opts = dict(storage_options or {})
+    root = storage.normalise(output_folder)
+    if not _has_outputs(root, opts):
         raise ConfigError(f"output folder {root} does not exist; give the --out folder of the apply run")
-    if manifest is None and os.path.isdir(default_manifest_dir(root)):
+    if manifest is None and storage.Folder(default_manifest_dir(root), opts).exists():
         manifest = default_manifest_dir(root)
     if manifest is not None:
-        manifest = os.path.abspath(manifest)
-        if not os.path.isdir(manifest):
+        manifest = storage.normalise(manifest)
+        if not storage.Folder(manifest, opts).exists():
             raise ConfigError(f"manifest folder {manifest} does not exist; give the apply run's "
                               "manifest folder (--manifest DIR)")
     if keep is not None and recipe is None:
         recipe, base = {"format": "dicom", "header": [{"action": "KEEP", "field": k} for k in keep]}, None
-    parsed, run = verify_mod.load_run(manifest, recipe, base)
-    key = keys_mod.find_key(manifest, key_file)
+    parsed, run = verify_mod.load_run(manifest, recipe, base, opts)
+    key = _verify_key(manifest, key_file, opts)
     config, items = verify_mod.prepare(root, ids, recipe=parsed, run=run, manifest=manifest,
-                                       min_length=min_length, key=key)
+                                       min_length=min_length, key=key, storage_options=opts)
     checked = verify_mod.Checked()
 
     def lost(i: int, chunk: Any, exc: BaseException) -> verify_mod.Checked:

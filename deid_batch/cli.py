@@ -208,15 +208,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
     p.add_argument("--show-uids", action="store_true",
                    help="print the outputs' unresolved reference UIDs (de-identified values) too")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
                        description="Print one file's header (pixels not read); with --recipe, print the "
                        "de-identified header instead (a preview key: UIDs differ from a real run) and the "
                        "recipe's warnings. Runs in this process: no --workers. Prints PHI: use locally.")
-    p.add_argument("file", metavar="FILE", help="a DICOM file")
+    p.add_argument("file", metavar="FILE", help="a DICOM file (or its URL)")
     p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
     _base_option(p)
+    _storage_option(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
@@ -438,18 +440,13 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from deid_batch.api import run_verify
-    from deid_batch.errors import ConfigError
-    from deid_batch.stages.storage import is_url
-
-    if is_url(args.output) or is_url(args.ids):
-        raise ConfigError("verify reads local folders and files only; copy OUTDIR and IDS.parquet from "
-                          "object storage first (e.g. `aws s3 sync`)")
 
     recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
     report = run_verify(args.output, args.ids, manifest=args.manifest, recipe=recipe, base=args.base,
                         key_file=args.key_file, workers=_workers(args), scheduler=args.scheduler,
                         cluster=_cluster(args), partition=args.partition_size, progress=_progress(args, "verify"),
-                        on_start=_announce(args), show_uids=args.show_uids)
+                        on_start=_announce(args), show_uids=args.show_uids,
+                        storage_options=_storage_options(args))
     if report.recipe_stack:
         print(f"recipe:   {' + '.join(report.recipe_stack)}")
     for hit in report.hits:
@@ -468,9 +465,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from deid_batch.dicom.reading import read_dataset
     from deid_batch.errors import ConfigError, DatasetError
     from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+    from deid_batch.stages import storage
 
+    data = None
+    if storage.is_url(args.file):
+        try:
+            data = storage.read_bytes(args.file, _storage_options(args))
+        except OSError as exc:
+            raise ConfigError(f"FILE {args.file}: cannot be fetched ({type(exc).__name__}); check the URL "
+                              "and the credentials (--storage-options, AWS_* variables)") from None
     try:
-        ds = read_dataset(args.file, stop_before_pixels=True)
+        ds = read_dataset(args.file, stop_before_pixels=True, data=data)
     except DatasetError as exc:
         raise ConfigError(f"FILE {args.file}: not a readable DICOM file ({exc.reason}: {exc}); "
                           "give a DICOM file") from None

@@ -66,6 +66,11 @@ Referential integrity (with the manifest)
     checked. :func:`check_partition` gives each partition's hits and :class:`Links`;
     :func:`broken_references` resolves them once every output is read.
 
+Where the files are
+    OUTDIR, the identifiers table and the manifest folder may be fsspec URLs (``s3://...``) as
+    for the other commands (:mod:`deid_batch.stages.storage`; ``storage_options`` to fsspec): the
+    outputs are listed under the prefix and each worker fetches its outputs one at a time.
+
 Memory: the candidate values (one entry per distinct value) are one shared graph node; each work
 item carries its own input's (path, value) pairs; outputs are read one at a time by the workers.
 """
@@ -73,6 +78,7 @@ item carries its own input's (path, value) pairs; outputs are read one at a time
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -92,6 +98,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from deid_batch.errors import ConfigError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.fields import DicomField, Selector, compile_selector
+from deid_batch.stages import storage
 
 __all__ = [
     "NOT_IDENTIFYING", "REFERENCED_KINDS", "SEARCHED_VRS", "TEXT_VRS", "BrokenReference", "Checked",
@@ -327,6 +334,8 @@ class VerifyConfig:
     #: elements the recipe cleans (clean_descriptor), and the fields whose values they are cleaned of
     cleaned: tuple[Selector, ...] = ()
     identifying: frozenset[str] = frozenset()
+    #: fsspec options when the outputs are URLs (may hold secrets: not in the repr)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # ------------------------------------------------------------------------------ the recipe
@@ -396,29 +405,27 @@ def _still_identifying(text: str, own: dict[str, tuple[str, tuple[str, ...]]],
     return bool(values) and clean_text(text, values) != text
 
 
-def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[str, Any]]:
+def load_run(manifest: str | None, recipe: Any, base: Any,
+             options: storage.StorageOptions | None = None) -> tuple[Any, dict[str, Any]]:
     """(effective recipe, ``_run.json``) for a verify run; ``ConfigError`` naming the fix."""
     from deid_batch.recipe.parse import load_recipe
     from deid_batch.stages.manifest import RECIPE_FILE, RUN_FILE
 
     run: dict[str, Any] = {}
-    if manifest is not None:
-        path = os.path.join(manifest, RUN_FILE)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                run = json.load(fh)
+    folder = storage.Folder(manifest, options) if manifest is not None else None
+    if folder is not None and folder.exists(RUN_FILE):
+        run = json.loads(folder.read_bytes(RUN_FILE).decode("utf-8"))
     if recipe is not None:
         return load_recipe(recipe, base=base), run
     if manifest is None:
         raise ConfigError("verify needs the recipe the outputs were made with: give the apply run's "
                           "manifest folder (--manifest DIR; default OUTDIR.manifest) or --recipe R")
-    path = os.path.join(manifest, RECIPE_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(manifest, RECIPE_FILE)
+    if folder is None or not folder.exists(RECIPE_FILE):
         raise ConfigError(f"manifest folder {manifest} has no {RECIPE_FILE} (made by an older "
                           "deid-batch?); give the recipe the outputs were made with: --recipe R")
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(folder.read_bytes(RECIPE_FILE).decode("utf-8"))
         loaded = load_recipe(data["recipe"], base=None)
         stack = tuple(str(s) for s in data.get("stack") or ())
         return (dataclasses.replace(loaded, stack=stack) if stack else loaded), run
@@ -428,39 +435,53 @@ def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[st
 
 
 # ------------------------------------------------------------------------------ preparing
-def _load_ids(ids: str | os.PathLike[str] | pa.Table) -> pa.Table:
+def _load_ids(ids: str | os.PathLike[str] | pa.Table, options: storage.StorageOptions | None = None
+              ) -> pa.Table:
     if isinstance(ids, pa.Table):
         return ids
     path = os.fspath(ids)
-    if not os.path.exists(path):
+    if not storage.exists(path, options):
         raise ConfigError(f"identifiers table {path} does not exist; give the table `deid-batch scan` "
                           "wrote for the inputs (--ids IDS.parquet)")
+    columns = ["source", "entity_id", "item_id", "fields"]
     try:
-        return pq.read_table(path, columns=["source", "entity_id", "item_id", "fields"])
+        if storage.is_url(path):
+            fs, where = storage.filesystem(path, options)
+            return pq.read_table(where, columns=columns, filesystem=fs)
+        return pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise ConfigError(f"identifiers table {path} cannot be read as Parquet ({type(exc).__name__}); "
                           "give the table `deid-batch scan` wrote (--ids IDS.parquet)") from None
 
 
-def _load_pairing(manifest: str | None, root: str, made_in: str | None) -> dict[str, str]:
+def _load_pairing(manifest: str | None, root: str, made_in: str | None,
+                  options: storage.StorageOptions | None = None) -> dict[str, str]:
     """output path -> source path, from the manifest (rows with an output). Outputs listed under
     the run's own output folder (``_run.json``) are found under ``root`` when OUTDIR was moved."""
     if manifest is None:
         return {}
     from deid_batch.stages.manifest import read_manifest
 
-    table = read_manifest(manifest).select(["source", "output"])
+    table = read_manifest(manifest, options).select(["source", "output"])
     pairing = {}
     for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist()):
         if out:
-            out = os.path.abspath(out)
-            if made_in and made_in != root and out.startswith(made_in.rstrip(os.sep) + os.sep):
-                out = os.path.join(root, os.path.relpath(out, made_in))
+            out = storage.normalise(out)
+            if made_in and made_in != root and storage.inside(out, made_in) and out != made_in:
+                out = storage.join(root, _relative(out, made_in))
             pairing[out] = src
     return pairing
 
 
-def _output_files(output_folder: str) -> list[str]:
+def _relative(path: str, root: str) -> str:
+    if storage.is_url(path):
+        return path[len(root.rstrip("/")) + 1:]
+    return os.path.relpath(path, root)
+
+
+def _output_files(output_folder: str, options: storage.StorageOptions | None = None) -> list[str]:
+    if storage.is_url(output_folder):
+        return [storage.normalise(u) for u in storage.list_entries(output_folder, options)]
     found: list[str] = []
     for folder, dirs, files in os.walk(output_folder):
         dirs.sort()
@@ -490,12 +511,14 @@ def _generated_uids(key: bytes | None, cands: Candidates) -> frozenset[str]:
 
 def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recipe: Any,
             run: dict[str, Any], manifest: str | None, min_length: int = 4,
-            key: bytes | None = None) -> tuple[VerifyConfig, list[WorkItem]]:
-    """The shared config and one work item per file under ``output_folder``."""
+            key: bytes | None = None, storage_options: storage.StorageOptions | None = None
+            ) -> tuple[VerifyConfig, list[WorkItem]]:
+    """The shared config and one work item per file under ``output_folder`` (a folder or a URL)."""
     from deid_batch.recipe.engine import DEFAULT_PUT_ACTIONS, DEFAULT_SKIP
 
-    table = _load_ids(ids)
-    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"))
+    options = dict(storage_options or {})
+    table = _load_ids(ids, options)
+    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"), options)
     excluded = tool_values()
     cands = Candidates()
     own: dict[str, tuple[Original, ...]] = {}
@@ -517,7 +540,7 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     for uid in generated & cands.kinds.keys():
         del cands.kinds[uid]
     cands.finish()
-    files = _output_files(output_folder)
+    files = _output_files(output_folder, options)
     items = [_work_item(p, own.get(pairing[p]) if p in pairing else None) for p in files]
     anywhere = _anywhere(own.values()) if any(i[1] is None for i in items) else None
     skip = frozenset(run.get("skip") or DEFAULT_SKIP)
@@ -531,7 +554,8 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     cleaned, identifying = _cleaning(recipe)
     config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere,
                           referenced, keeps_unnamed=bool(stack) and stack[0] == _PS315_BASIC,
-                          named=_named(recipe), cleaned=cleaned, identifying=identifying)
+                          named=_named(recipe), cleaned=cleaned, identifying=identifying,
+                          storage_options=options)
     return config, items
 
 
@@ -611,7 +635,10 @@ def _selected(selectors: Iterable[Selector], entry: DicomField) -> bool:
 
 def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB")
+        if storage.is_url(path):
+            ds = pydicom.dcmread(io.BytesIO(storage.read_bytes(path, config.storage_options)))
+        else:
+            ds = pydicom.dcmread(path, defer_size="64 KB")
         meta = getattr(ds, "file_meta", None)
         out = list(_walk(meta, config, meta=True)) if meta is not None else []
         return out + list(_walk(ds, config))
@@ -640,7 +667,7 @@ def _check_file(item: WorkItem, config: VerifyConfig, links: Links | None = None
     if elements is None:
         found.add(("<file>", "unreadable"))
     cands = config.candidates
-    for key in cands.found(os.path.relpath(output, config.root), uid_only=False):
+    for key in cands.found(_relative(output, config.root), uid_only=False):
         found.add(("<name>", cands.kinds[key]))
     own = _own_of(item)
     if links is not None and elements is not None and config.referenced:
