@@ -38,6 +38,7 @@ from deid_batch.recipe.filters import Filters, compile_filters
 from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
+from deid_batch.stages import linkage as linkage_mod
 from deid_batch.stages import storage
 from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, apply_partition
@@ -669,7 +670,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
               progress: Progress | None = None, on_start: Callable[[Executor], None] | None = None,
               collect_outputs: bool = True, write_no_pixel_data: bool = False,
               clean_pixels: bool = False, flagged: str = "skip", decompress_pixels: bool = False,
-              byte_writer: bool = True, storage_options: Mapping[str, Any] | None = None) -> ApplyReport:
+              byte_writer: bool = True, storage_options: Mapping[str, Any] | None = None,
+              linkage: bool | None = None) -> ApplyReport:
     """The whole apply job; returns an :class:`ApplyReport` (``replace_identifiers`` returns its outputs).
 
     ``base`` is put under ``recipe`` (default ``remove-everything``; ``"none"`` for deid's
@@ -685,9 +687,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     a file flagged without a region is ``skipped`` (``flagged="write"`` writes it, with a
     warning); compressed pixel data is ``failed`` unless ``decompress_pixels=True`` (decoded,
     cleaned and written uncompressed).
+
+    ``linkage``: write ``uid_mapping.csv`` and ``patid_mapping.csv`` in the manifest folder
+    (:mod:`deid_batch.stages.linkage`); ``None`` (default): when the recipe makes keyed pseudonyms.
     """
     store_opts = dict(storage_options or {})
     parsed: Recipe = load_recipe(recipe, base=base)
+    with_linkage = linkage_mod.wanted(parsed, linkage)
     pixels = _pixel_config(parsed, clean_pixels, flagged, decompress_pixels)
     cluster = check_jobqueue(cluster)  # a batch-system run that cannot start is refused before anything is written
     cfg = load_config(config)
@@ -728,10 +734,13 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
             "run_stamp": time.time_ns() // 1_000 * 1_000, "write_no_pixel_data": write_no_pixel_data,
             "pixels": None if pixels is None else {"flagged": pixels.flagged.value,
                                                    "decompress": pixels.allow_decode},
+            "linkage": with_linkage,
         }
         store = _open_manifest(manifest_dir, fingerprint, resume, key if new_key else None, parsed,
                                store_opts)
         done_parts = store.done
+        if not resume:
+            linkage_mod.reset(manifest_dir, store_opts)
         _prepare_output(output_folder, resume)
         report = ApplyReport([], Summary(), manifest_dir, output_folder, recipe_stack=parsed.stack)
         if not remove_private:
@@ -747,7 +756,8 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
                                        write_no_pixel_data=write_no_pixel_data, pixels=pixels,
-                                       byte_writer=byte_writer, storage_options=store_opts)
+                                       byte_writer=byte_writer, storage_options=store_opts,
+                                       linkage_folder=manifest_dir if with_linkage else None)
             total, done = len(items), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
@@ -768,6 +778,10 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
                 done += n
                 _notify(progress, done, total)
         _count_shared_uids(store, report)
+        if with_linkage:
+            n_uids, n_patids = linkage_mod.consolidate(manifest_dir, store_opts)
+            logger.info("linkage files: %d UID pairs, %d PatientID pairs in %s", n_uids, n_patids,
+                        manifest_dir)
         if collect_outputs:
             table = store.read().select(["output", "partition"]).sort_by([("partition", "ascending")])
             report.outputs = [o for o in table.column("output").to_pylist() if o is not None]
@@ -852,60 +866,92 @@ class VerifyReport:
     files: int
     recipe_stack: tuple[str, ...] = ()
     manifest: str | None = None
+    #: UID references into the input set that resolve to no output (needs the manifest)
+    broken_references: list[verify_mod.BrokenReference] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.hits else 0
+        return 1 if self.hits or self.broken_references else 0
+
+
+def _has_outputs(root: str, opts: Mapping[str, Any]) -> bool:
+    if not storage.is_url(root):
+        return os.path.isdir(root)
+    try:
+        return storage.has_files(root, opts)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any storage failure: say what to check
+        raise ConfigError(f"output folder {root} cannot be listed ({type(exc).__name__}); check the URL, "
+                          "the endpoint (AWS_ENDPOINT_URL) and the credentials (--storage-options)") from None
+
+
+def _verify_key(manifest: str | None, key_file: str | None, opts: Mapping[str, Any]) -> bytes | None:
+    """The run key if one is at hand (never generated); a URL manifest's ``_key`` is fetched."""
+    if manifest is not None and storage.is_url(manifest) and not key_file and \
+            not os.environ.get(keys_mod.ENV_VAR):
+        folder = storage.Folder(manifest, opts)
+        return folder.read_bytes(keys_mod.KEY_FILE_NAME).strip() if folder.exists(keys_mod.KEY_FILE_NAME) \
+            else None
+    return keys_mod.find_key(manifest, key_file)
 
 
 def run_verify(output_folder: str | os.PathLike[str], ids: Any, *, manifest: str | None = None,
                recipe: Any = None, base: Any = DEFAULT_BASE, keep: Any = None, key_file: str | None = None,
                min_length: int = 4, client: Any = None, workers: int | None = None,
                scheduler: str | None = None, partition: int | None = None, progress: Progress | None = None,
-               on_start: Callable[[Executor], None] | None = None, cluster: Any = None) -> VerifyReport:
-    """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`).
+               on_start: Callable[[Executor], None] | None = None, cluster: Any = None,
+               show_uids: bool = False, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
+    """Rescan every output for original identifying values (see :mod:`deid_batch.stages.verify`),
+    and check that the outputs' UID references into the input set still resolve (with the
+    manifest; ``show_uids`` puts the outputs' unresolved UIDs in the report).
 
     The recipe is ``recipe`` (on ``base``, as ``apply`` layers it), else ``keep`` (KEEP selectors,
     e.g. ``["StudyDate", "contains:Pixel"]``), else the manifest folder's ``_recipe.json``. The
     manifest folder defaults to ``OUTDIR.manifest`` when it exists. Raises ``ConfigError`` (naming
     the argument and the fix) for a missing output folder, manifest, identifiers table or recipe.
     """
-    root = os.path.abspath(os.fspath(output_folder))
-    if not os.path.isdir(root):
+    opts = dict(storage_options or {})
+    root = storage.normalise(output_folder)
+    if not _has_outputs(root, opts):
         raise ConfigError(f"output folder {root} does not exist; give the --out folder of the apply run")
-    if manifest is None and os.path.isdir(default_manifest_dir(root)):
+    if manifest is None and storage.Folder(default_manifest_dir(root), opts).exists():
         manifest = default_manifest_dir(root)
     if manifest is not None:
-        manifest = os.path.abspath(manifest)
-        if not os.path.isdir(manifest):
+        manifest = storage.normalise(manifest)
+        if not storage.Folder(manifest, opts).exists():
             raise ConfigError(f"manifest folder {manifest} does not exist; give the apply run's "
                               "manifest folder (--manifest DIR)")
     if keep is not None and recipe is None:
         recipe, base = {"format": "dicom", "header": [{"action": "KEEP", "field": k} for k in keep]}, None
-    parsed, run = verify_mod.load_run(manifest, recipe, base)
-    key = keys_mod.find_key(manifest, key_file)
+    parsed, run = verify_mod.load_run(manifest, recipe, base, opts)
+    key = _verify_key(manifest, key_file, opts)
     config, items = verify_mod.prepare(root, ids, recipe=parsed, run=run, manifest=manifest,
-                                       min_length=min_length, key=key)
-    hits: list[Hit] = []
+                                       min_length=min_length, key=key, storage_options=opts)
+    checked = verify_mod.Checked()
 
-    def lost(i: int, chunk: Any, exc: BaseException) -> list[Hit]:
-        return [Hit(item[0], "<file>", "unverified") for item in chunk]
+    def lost(i: int, chunk: Any, exc: BaseException) -> verify_mod.Checked:
+        return verify_mod.Checked([Hit(item[0], "<file>", "unverified") for item in chunk])
 
     total, done = len(items), 0
     _notify(progress, 0, total)
     with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         if on_start is not None:
             on_start(ex)
-        for _, part, n in run_partitions(ex, verify_mod.verify_partition, items, config,
+        for _, part, n in run_partitions(ex, verify_mod.check_partition, items, config,
                                          size=partition_size(total, partition), on_lost=lost,
-                                         combine=lambda parts: [h for p in parts for h in p]):
-            hits.extend(part)
+                                         combine=verify_mod.combine_checked):
+            checked.hits.extend(part.hits)
+            checked.links.merge(part.links)
             done += n
             _notify(progress, done, total)
-    hits.sort()
+    hits = sorted(checked.hits)
     for hit in hits:
         logger.info("%s", hit)
-    return VerifyReport(hits, total, tuple(parsed.stack), manifest)
+    broken = verify_mod.broken_references(checked.links, show_uids)
+    for ref in broken:
+        logger.info("%s", ref)
+    return VerifyReport(hits, total, tuple(parsed.stack), manifest, broken)
 
 
 def verify(output_folder: str | os.PathLike[str], ids: Any, **kwargs: Any) -> list[Hit]:

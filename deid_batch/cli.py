@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write-no-pixel-data", action="store_true",
                    help="also write image storage objects without pixel data (header-only, or cut at an "
                    "element boundary), with a warning; default: skipped/no-pixel-data")
+    p.add_argument("--linkage", action=argparse.BooleanOptionalAction, default=None,
+                   help="write uid_mapping.csv and patid_mapping.csv (id_old,id_new) in the manifest "
+                   "folder (default: on when the recipe makes keyed pseudonyms, e.g. ps3.15-basic)")
     g = p.add_argument_group("burned-in pixels")
     g.add_argument("--clean-pixels", action="store_true",
                    help="blank the regions of the recipe's %%filter LABELs that flag a file (evaluated on "
@@ -203,15 +206,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", metavar="FILE", help="the run key, when apply was given one (to recognise "
                    "the UIDs it made; default: $DEID_BATCH_KEY, else the manifest folder's)")
     p.add_argument("--partition-size", type=int, metavar="N", help="files per task (default: rule in docs)")
+    p.add_argument("--show-uids", action="store_true",
+                   help="print the outputs' unresolved reference UIDs (de-identified values) too")
+    _storage_option(p)
     _common(p)
 
     p = sub.add_parser("inspect", help="show one file's header, and with --recipe what the recipe makes of it",
                        description="Print one file's header (pixels not read); with --recipe, print the "
                        "de-identified header instead (a preview key: UIDs differ from a real run) and the "
                        "recipe's warnings. Runs in this process: no --workers. Prints PHI: use locally.")
-    p.add_argument("file", metavar="FILE", help="a DICOM file")
+    p.add_argument("file", metavar="FILE", help="a DICOM file (or its URL)")
     p.add_argument("--recipe", action="append", metavar="R", help="recipe(s) to preview, on top of --base")
     _base_option(p)
+    _storage_option(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
@@ -380,7 +387,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         partition=args.partition_size, progress=_progress(args, "apply"), on_start=_announce(args),
         collect_outputs=False, write_no_pixel_data=args.write_no_pixel_data,
         clean_pixels=args.clean_pixels, flagged=args.flagged, decompress_pixels=args.decompress_pixels,
-        storage_options=_storage_options(args))
+        storage_options=_storage_options(args), linkage=args.linkage)
     _print_report(report)
     return report.exit_code
 
@@ -435,24 +442,24 @@ def _cmd_strip(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from deid_batch.api import run_verify
-    from deid_batch.errors import ConfigError
-    from deid_batch.stages.storage import is_url
-
-    if is_url(args.output) or is_url(args.ids):
-        raise ConfigError("verify reads local folders and files only; copy OUTDIR and IDS.parquet from "
-                          "object storage first (e.g. `aws s3 sync`)")
 
     recipe = args.recipe if args.recipe and len(args.recipe) > 1 else (args.recipe[0] if args.recipe else None)
     report = run_verify(args.output, args.ids, manifest=args.manifest, recipe=recipe, base=args.base,
                         key_file=args.key_file, workers=_workers(args), scheduler=args.scheduler,
                         cluster=_cluster(args), partition=args.partition_size, progress=_progress(args, "verify"),
-                        on_start=_announce(args))
+                        on_start=_announce(args), show_uids=args.show_uids,
+                        storage_options=_storage_options(args))
     if report.recipe_stack:
         print(f"recipe:   {' + '.join(report.recipe_stack)}")
     for hit in report.hits:
         print(f"LEAK {hit.file} {hit.tag_path} ({hit.kind})")
+    for ref in report.broken_references:
+        print(f"BROKEN {ref.file} {ref.tag_path} ({ref.kind} reference{' ' + ref.uid if ref.uid else ''})")
     files = len({hit.file for hit in report.hits})
     print(f"verify: {len(report.hits)} hit(s) in {files} of {report.files} file(s) in {args.output}")
+    refs = report.broken_references
+    print(f"references: {len(refs)} into the input set resolve to no output, in "
+          f"{len({r.file for r in refs})} file(s)")
     return report.exit_code
 
 
@@ -460,9 +467,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from deid_batch.dicom.reading import read_dataset
     from deid_batch.errors import ConfigError, DatasetError
     from deid_batch.recipe.engine import EngineOptions, deidentify_dataset
+    from deid_batch.stages import storage
 
+    data = None
+    if storage.is_url(args.file):
+        try:
+            data = storage.read_bytes(args.file, _storage_options(args))
+        except OSError as exc:
+            raise ConfigError(f"FILE {args.file}: cannot be fetched ({type(exc).__name__}); check the URL "
+                              "and the credentials (--storage-options, AWS_* variables)") from None
     try:
-        ds = read_dataset(args.file, stop_before_pixels=True)
+        ds = read_dataset(args.file, stop_before_pixels=True, data=data)
     except DatasetError as exc:
         raise ConfigError(f"FILE {args.file}: not a readable DICOM file ({exc.reason}: {exc}); "
                           "give a DICOM file") from None

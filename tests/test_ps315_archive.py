@@ -78,3 +78,61 @@ def test_outputs_have_no_dciodvfy_error_their_input_did_not_have(outputs):
         if extra:
             new[Path(output).name] = sorted(extra)
     assert new == {}
+
+
+# ------------------------------------------------------------------ MIDI-B linkage files
+def _pairs(path: Path) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id_old,id_new"
+    return [tuple(line.split(",")) for line in lines[1:]]  # type: ignore[misc]
+
+
+def test_linkage_files_are_in_the_manifest_folder_and_consistent_with_the_outputs(planted, outputs):
+    import pydicom
+
+    root, keys, _ = planted
+    manifest = root / "deid.manifest"
+    uid_rows, patid_rows = _pairs(manifest / "uid_mapping.csv"), _pairs(manifest / "patid_mapping.csv")
+    assert len(set(uid_rows)) == len(uid_rows) and len(set(patid_rows)) == len(patid_rows)
+    uids, patids = dict(uid_rows), dict(patid_rows)
+    assert len(uids) == len(uid_rows)  # one new UID per old one
+    for name in ("uid_mapping.csv", "patid_mapping.csv"):
+        assert (manifest / name).stat().st_mode & 0o777 == 0o600
+        assert not list((root / "deid").rglob(name))  # never in OUTDIR
+    assert not [p for p in (root / "deid").rglob("*") if p.suffix == ".csv"]
+    for source, output in outputs.items():
+        before, after = pydicom.dcmread(source), pydicom.dcmread(output)
+        for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+            if kw in before:
+                assert uids[str(before[kw].value)] == str(after[kw].value), kw
+        assert uids[str(before.file_meta.MediaStorageSOPInstanceUID)] == \
+            str(after.file_meta.MediaStorageSOPInstanceUID)
+        assert patids[keys[source].patient] == str(after.PatientID)
+    assert len(patids) == len({k.patient for k in keys.values()}) == 3
+    assert not any(old.startswith("1.2.840.10008.") for old in uids)  # class UIDs are not listed
+
+
+def test_a_resumed_and_a_two_worker_run_give_the_same_linkage_files(planted, outputs):
+    root, _, key_file = planted
+    first = {n: (root / "deid.manifest" / n).read_bytes() for n in ("uid_mapping.csv", "patid_mapping.csv")}
+    assert main(["apply", str(root / "pacs"), "--out", str(root / "deid"), *STACK, "--key-file", key_file,
+                 "--workers", "0", "--no-progress", "-q", "--resume"]) == 0
+    again = {n: (root / "deid.manifest" / n).read_bytes() for n in first}
+    assert again == first
+    _apply(root, root / "pacs", "deid3", key_file, "2")  # other partitions, other processes
+    assert {n: (root / "deid3.manifest" / n).read_bytes() for n in first} == first
+
+
+def test_no_linkage_files_with_no_linkage_or_an_unkeyed_recipe(planted, tmp_path):
+    root, _, key_file = planted
+    assert main(["apply", str(root / "pacs"), "--out", str(tmp_path / "a"), *STACK, "--key-file", key_file,
+                 "--workers", "0", "--no-progress", "-q", "--no-linkage"]) == 0
+    assert not list((tmp_path / "a.manifest").glob("*mapping.csv"))
+    assert not list((tmp_path / "a.manifest").glob("_linkage-*"))
+    assert main(["apply", str(root / "pacs"), "--out", str(tmp_path / "b"), "--key-file", key_file,
+                 "--workers", "0", "--no-progress", "-q"]) == 0  # remove-everything: not keyed
+    assert not list((tmp_path / "b.manifest").glob("*mapping.csv"))
+    assert main(["apply", str(root / "pacs"), "--out", str(tmp_path / "c"), "--key-file", key_file,
+                 "--workers", "0", "--no-progress", "-q", "--linkage"]) == 0  # asked for
+    assert _pairs(tmp_path / "c.manifest" / "uid_mapping.csv")  # its keyed study/series/instance UIDs
+    assert _pairs(tmp_path / "c.manifest" / "patid_mapping.csv") == []  # PatientID removed: no pair

@@ -139,10 +139,16 @@ def test_a_url_without_its_filesystem_package_is_a_clear_config_error(tmp_path: 
     assert not (tmp_path / "in.manifest").exists()
 
 
-def test_cli_verify_on_a_url_says_to_copy_first(tmp_path: Path) -> None:
-    from deid_batch.cli import main
+def test_cli_verify_on_a_url_without_outputs_is_a_clear_error(s3: S3, bucket: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow.parquet as pq
 
-    assert main(["verify", "s3://bucket/out", "--ids", str(tmp_path / "ids.parquet")]) == 2
+    from deid_batch.cli import main
+    from deid_batch.schemas import IDENTIFIERS
+
+    pq.write_table(IDENTIFIERS.empty_table(), tmp_path / "ids.parquet")
+    assert main(["verify", f"s3://{bucket}/out", "--ids", str(tmp_path / "ids.parquet")]) == 2
+    assert "does not exist; give the --out folder" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ apply

@@ -47,6 +47,8 @@ _PS315_OPTIONS = (
      "(113107): dates shifted by a keyed per-patient offset"),
     ("ps3.15-clean-descriptors", "Clean Descriptors (113105): descriptions kept, this file's "
      "identifying values removed from them"),
+    ("ps3.15-retain-safe-private", "Retain Safe Private (113111): the safe private attributes of "
+     "Table E.3.10-1 kept, by creator"),
 )
 
 

@@ -67,6 +67,13 @@ from deid_batch.recipe.fields import (
 from deid_batch.recipe.functions import BUILTINS, jitter_days, jitter_element
 from deid_batch.recipe.parse import HEADER_ACTIONS, Recipe, RecipeAction, load_recipe
 from deid_batch.recipe.plan import KEEP, SHIELD, SKIP, Plan, RemoveBatch, Step, Whitelist, compile_plan
+from deid_batch.recipe.private import (
+    Creators,
+    PrivateKey,
+    kept_private_tags,
+    private_keeps,
+    record_creators,
+)
 
 __all__ = [
     "DEFAULT_PUT_ACTIONS",
@@ -231,6 +238,9 @@ class _Run:
                              f"{message}")
 
     def execute(self) -> None:
+        # the creators of the private blocks the recipe KEEPs by creator, before any action
+        keeps = private_keeps(self.recipe) if self.options.remove_private else frozenset()
+        creators = record_creators(self.ds, keeps) if keeps else None
         plan = plan_of(self.recipe) if self.fast else None
         steps: tuple[Step, ...]
         if plan is not None and plan.whitelist is not None and \
@@ -248,7 +258,8 @@ class _Run:
             self.perform(action)
         self.action = None
         if self.options.remove_private:
-            _remove_private(self.ds)
+            # KEEP (gggg,"CREATOR",ee) lines survive the removal (deid_batch.recipe.private)
+            _remove_private(self.ds, keeps, creators)
         if self.finish:
             _convert_survivors(self.ds)
 
@@ -687,16 +698,21 @@ def _may_hold_items(element: RawDataElement) -> bool:
     return vr in ("SQ", "UN") or len(vr) != 2
 
 
-def _remove_private(ds: Dataset) -> None:
+def _remove_private(ds: Dataset, keeps: frozenset[PrivateKey] = frozenset(),
+                    creators: Creators | None = None) -> None:
     """pydicom's ``remove_private_tags`` without converting the public elements it keeps.
+
+    ``keeps``: the private elements the recipe KEEPs by creator; they (and their creator
+    elements) stay, and private tags inside a kept sequence are removed the same way.
 
     Like pydicom's walk, each private element is converted before it is deleted (a value pydicom
     cannot convert fails the dataset as it does there); public elements stay raw unless they may
     hold items. The elements left raw are converted later (or copied by the byte-level writer).
     """
+    spared = kept_private_tags(ds, keeps, creators)
     for tag in sorted(ds.keys()):
         element = ds.get_item(tag)
-        if tag.is_private:
+        if tag.is_private and tag not in spared:
             ds[tag]  # noqa: B018 - convert first, as pydicom's walk does
             del ds[tag]
             continue
@@ -705,7 +721,7 @@ def _remove_private(ds: Dataset) -> None:
         converted = ds[tag]
         if converted.VR == "SQ":
             for item in converted.value:
-                _remove_private(item)
+                _remove_private(item, keeps, creators)
 
 
 def _convert_survivors(ds: Dataset) -> None:

@@ -47,6 +47,8 @@ __all__ = ["OPTIONS", "Option", "Row", "generate", "load_table", "main", "recipe
 
 DATA = Path(__file__).parent.parent / "data"
 TABLE = DATA / "ps3.15-table-e1-1.csv"
+#: Table E.3.10-1 Safe Private Attributes (edition and source in the file's first lines)
+SAFE_PRIVATE = DATA / "ps3.15-table-e3-10-1.csv"
 EDITION = "DICOM PS3.15 2024e"
 SOURCE = ("innolitics/dicom-standard standard/confidentiality_profile_attributes.json at commit "
           "7f4749d09ed3ef2fa70637d376d423a4b13523cd (parsed from the 2024e web edition)")
@@ -81,6 +83,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ps3.15-retain-modified-dates", "rtn_long_modif_dates", "113107",
            "Retain Longitudinal Temporal Information Modified Dates Option"),
     Option("ps3.15-clean-descriptors", "clean_desc", "113105", "Clean Descriptors Option"),
+    Option("ps3.15-retain-safe-private", "rtn_safe_priv", "113111", "Retain Safe Private Option"),
 )
 assert all(CID_7050[o.code] == o.meaning for o in (BASIC, *OPTIONS))
 
@@ -136,6 +139,36 @@ def load_table(path: Path = TABLE) -> list[Row]:
     for rec in csv.DictReader(lines):
         rows.append(Row(rec["tag"], rec["keyword"], rec["name"], {c: rec[c] for c in COLUMNS}))
     return rows
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """One row of Table E.3.10-1: a private element by group, creator and low element byte."""
+
+    group: str  # "0019"
+    creator: str  # "GEMS_ACQU_01"
+    element: str  # "23" (the xx23 of (0019,xx23))
+    vr: str
+    meaning: str
+
+    @property
+    def selector(self) -> str:
+        """deid's private selector form: ``(0019,"GEMS_ACQU_01",23)``."""
+        return f'({self.group},"{self.creator}",{self.element})'
+
+
+def load_safe_private(path: Path = SAFE_PRIVATE) -> list[SafePrivate]:
+    """The rows of the checked-in Table E.3.10-1 (comment lines skipped), in file order."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        lines = [line for line in fh if not line.startswith("#")]
+    return [SafePrivate(r["group"], r["creator"], r["element"], r["vr"], r["meaning"])
+            for r in csv.DictReader(lines)]
+
+
+def safe_private_edition(path: Path = SAFE_PRIVATE) -> list[str]:
+    """The comment lines naming the edition and source of Table E.3.10-1."""
+    with path.open(encoding="utf-8") as fh:
+        return [line[1:].strip() for line in fh if line.startswith("#")]
 
 
 # ------------------------------------------------------------------------------ recipe lines
@@ -284,6 +317,11 @@ _OPTION_NOTES = {
         "C: dates (DA, DT) shifted by a keyed per-patient offset of 1 to 3652 days back",
         "(deid_func:date_offset), so intervals within a patient survive; times (TM) kept.",
         "K for the attributes of the Full Dates option is not applied (dates are modified)."],
+    "rtn_safe_priv": [
+        "K: the safe private attributes of Table E.3.10-1 kept, each named by its creator:",
+        'KEEP (gggg,"CREATOR",ee) keeps (gggg,xxee) wherever CREATOR reserved the block xx of',
+        "group gggg, at every depth, through the removal of private tags (any recipe may use",
+        "such lines); every other private attribute is still removed.", ""],
     "clean_desc": [
         "C: the text kept, every occurrence of this file's own identifying values (names and",
         "their components, IDs, dates, accession number, institution...) removed",
@@ -299,6 +337,10 @@ def _option_recipe(option: Option, rows: Sequence[Row]) -> list[str]:
     out += ["%header", ""]
     if option.column == "rtn_uids":
         out += ["KEEP endswith:UID", *(f"KEEP {kw}" for kw in UI_NOT_NAMED_UID)]
+    if option.column == "rtn_safe_priv":
+        out += [f"# {line}" for line in safe_private_edition()]
+        for safe in load_safe_private():
+            out += [f"# {safe.meaning}", f"KEEP {safe.selector}"]
     for row in rows:
         out += _option_lines(option, row)
     out += [""]

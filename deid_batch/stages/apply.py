@@ -30,7 +30,7 @@ from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
-from deid_batch.stages import storage
+from deid_batch.stages import linkage, storage
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.pixels import PixelConfig, clean_before_recipe
 
@@ -39,6 +39,7 @@ __all__ = ["ApplyConfig", "apply_partition", "process_file"]
 logger = logging.getLogger(__name__)
 
 Row = tuple[str, "Mapping[str, Any] | None"]
+_LINKAGE = "_linkage"  # a written row's linkage pairs (never in the manifest)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class ApplyConfig:
     byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
     #: fsspec options for URL inputs and outputs (may hold secrets: not in the repr)
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: the manifest folder when the run writes linkage files (:mod:`deid_batch.stages.linkage`)
+    linkage_folder: str | None = None
 
 
 def _row(source: str, output: str | None, status: Status, reason: str | None,
@@ -104,6 +107,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     pixels = clean_before_recipe(ds, config.pixels) if config.pixels is not None else None
     if pixels is not None and pixels.stop is not None:
         return _row(source, None, pixels.stop[0], pixels.stop[1], pixels.warnings, partition)
+    before = linkage.snapshot(ds) if config.linkage_folder else None
     try:
         result = deidentify_dataset(ds, config.recipe, variables, functions=dict(config.functions),
                                     options=config.options, source=label,
@@ -151,7 +155,15 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition, uid, writer)
-    return _row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer)
+    return _with_linkage(_row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer),
+                         before, result.dataset)
+
+
+def _with_linkage(row: dict[str, Any], before: linkage.Snapshot | None, ds: Any) -> dict[str, Any]:
+    """A written row with the file's linkage pairs (when the run writes linkage files)."""
+    if before is not None:
+        row[_LINKAGE] = linkage.pairs(before, ds)
+    return row
 
 
 def _write_error(ds: Any, exc: Exception) -> str:
@@ -169,6 +181,10 @@ def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) ->
     """De-identify a partition; one manifest row per input row, in input order."""
     with no_value_logging():
         out = [process_file(source, variables, config, partition) for source, variables in rows]
+    if config.linkage_folder:
+        found = [row.pop(_LINKAGE) for row in out if _LINKAGE in row]
+        linkage.write_part(config.linkage_folder, config.storage_options, partition,
+                           [source for source, _ in rows], found)
     if config.has_mapping:
         for row, (_source, variables) in zip(out, rows):
             row["mapped"] = variables is not None

@@ -35,6 +35,9 @@ __all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
 
 RUN_FILE = "_run.json"
 RECIPE_FILE = "_recipe.json"
+#: names the Parquet dataset of the folder does not read: its own files (``_*``) and the linkage
+#: files of :mod:`deid_batch.stages.linkage` (``uid_mapping.csv``, ``patid_mapping.csv``)
+DATASET_IGNORES = [".", "_", "uid_mapping.", "patid_mapping."]
 #: fingerprint entries that describe a run without being settings: not compared by --resume
 _NOT_SETTINGS = frozenset({"run_stamp"})
 
@@ -51,7 +54,8 @@ def read_manifest(path: str, storage_options: storage.StorageOptions | None = No
     if not folder.exists():
         raise ConfigError(f"manifest {path} does not exist")
     fs, where = folder.open_dataset_source()
-    return pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs).to_table()
+    return pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs,
+                        ignore_prefixes=DATASET_IGNORES).to_table()
 
 
 @dataclass
@@ -208,7 +212,8 @@ class ManifestStore:
     def shared_uids(self) -> tuple[int, int]:
         """(SOPInstanceUIDs written by more than one output, outputs ending with one of them)."""
         fs, where = self.dir.open_dataset_source()
-        table = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs).to_table(
+        table = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs,
+                             ignore_prefixes=DATASET_IGNORES).to_table(
             columns=["sop_instance_uid"], filter=pc.field("status") == Status.WRITTEN.value)
         counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
         counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),

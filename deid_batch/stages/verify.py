@@ -45,6 +45,32 @@ Where and how it is searched
     dates also as the first eight digits of a longer digit run (a DT). A file under the output
     folder that is not readable DICOM is a hit of kind ``unreadable``.
 
+PS3.15 profiles and cleaned descriptors
+    A stack that starts with ``ps3.15-basic`` keeps, by the profile's definition, every standard
+    attribute its lines do not name: such an element holding its own input's value is kept on
+    purpose (like a KEEP). An element a ``REPLACE ... deid_func:clean_descriptor`` line matches
+    (``ps3.15-clean-descriptors``: the text kept, this file's identifying values removed) is a
+    hit only if one of its own input's identifying values (the fields of the recipe's
+    ``%values`` lists) still occurs in it, by the cleaner's own rule; without the manifest (no
+    own input) the general rule applies.
+
+Referential integrity (with the manifest)
+    Every UID at any depth below the top level of an output (ReferencedSOPInstanceUID,
+    SeriesInstanceUID in ReferencedSeriesSequence, FrameOfReferenceUID links, ...) whose own
+    input held, at the same tag path, the SOPInstanceUID, SeriesInstanceUID, StudyInstanceUID
+    or FrameOfReferenceUID of an instance of the input set (the identifiers table) must now be
+    the same kind of UID of an output (the outputs' top-level values). One that is not is a
+    :class:`BrokenReference` (output file, tag path, kind; the output's UID only on request):
+    the recipe changed the instance's UIDs but not the references to it (or the other way
+    round). A reference the recipe removed, or one that pointed outside the input set, is not
+    checked. :func:`check_partition` gives each partition's hits and :class:`Links`;
+    :func:`broken_references` resolves them once every output is read.
+
+Where the files are
+    OUTDIR, the identifiers table and the manifest folder may be fsspec URLs (``s3://...``) as
+    for the other commands (:mod:`deid_batch.stages.storage`; ``storage_options`` to fsspec): the
+    outputs are listed under the prefix and each worker fetches its outputs one at a time.
+
 Memory: the candidate values (one entry per distinct value) are one shared graph node; each work
 item carries its own input's (path, value) pairs; outputs are read one at a time by the workers.
 """
@@ -52,6 +78,7 @@ item carries its own input's (path, value) pairs; outputs are read one at a time
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -71,10 +98,12 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from deid_batch.errors import ConfigError
 from deid_batch.hygiene import no_value_logging
 from deid_batch.recipe.fields import DicomField, Selector, compile_selector
+from deid_batch.stages import storage
 
 __all__ = [
-    "NOT_IDENTIFYING", "SEARCHED_VRS", "TEXT_VRS", "Hit", "VerifyConfig", "WorkItem",
-    "load_run", "prepare", "recipe_keeps", "tool_values", "verify_partition",
+    "NOT_IDENTIFYING", "REFERENCED_KINDS", "SEARCHED_VRS", "TEXT_VRS", "BrokenReference", "Checked",
+    "Hit", "Links", "VerifyConfig", "WorkItem", "broken_references", "check_partition", "load_run",
+    "prepare", "recipe_keeps", "tool_values", "verify_partition",
 ]
 
 logger = logging.getLogger(__name__)
@@ -118,6 +147,67 @@ class Hit:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.tag_path}: original {self.kind} value found"
+
+
+#: the top-level UIDs a reference may point at: keyword -> kind
+REFERENCED_KINDS = {"SOPInstanceUID": "instance", "SeriesInstanceUID": "series",
+                    "StudyInstanceUID": "study", "FrameOfReferenceUID": "frame of reference"}
+
+
+@dataclass(frozen=True, order=True)
+class BrokenReference:
+    """A UID reference of an output that pointed at an instance of the input set and no longer
+    resolves inside the output set: output file, tag path, kind (``instance``, ``series``,
+    ``study``, ``frame of reference``); ``uid`` (the output's value) only when asked for."""
+
+    file: str
+    tag_path: str
+    kind: str
+    uid: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.uid})" if self.uid else ""
+        return f"{self.file}: {self.tag_path}: {self.kind} reference{where} resolves to no output"
+
+
+@dataclass
+class Links:
+    """A partition's referential data: the outputs' own top-level UIDs by kind, and the
+    references that pointed into the input set (file, tag path, kind, the output's values)."""
+
+    own: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    refs: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def merge(self, other: Links) -> None:
+        for kind, uids in other.own.items():
+            self.own[kind].update(uids)
+        self.refs.extend(other.refs)
+
+
+@dataclass
+class Checked:
+    """What :func:`check_partition` returns: the hits and the referential data."""
+
+    hits: list[Hit] = field(default_factory=list)
+    links: Links = field(default_factory=Links)
+
+
+def combine_checked(parts: Sequence[Checked]) -> Checked:
+    out = Checked()
+    for part in parts:
+        out.hits.extend(part.hits)
+        out.links.merge(part.links)
+    return out
+
+
+def broken_references(links: Links, show_uids: bool = False) -> list[BrokenReference]:
+    """The references of ``links`` whose every value is no output's UID of that kind."""
+    broken = set()
+    for file, path, kind, values in links.refs:
+        missing = [v for v in values if v not in links.own.get(kind, set())]
+        for value in missing:
+            broken.add(BrokenReference(file, path, kind, value if show_uids else ""))
+    return sorted(broken)
 
 
 # ------------------------------------------------------------------------------ values
@@ -236,6 +326,16 @@ class VerifyConfig:
     literals: tuple[tuple[Selector, tuple[str, ...]], ...] = ()
     #: tag path -> (VR, every input's values there): for outputs without a manifest row
     anywhere: dict[str, tuple[str, frozenset[str], frozenset[tuple[str, ...]]]] | None = None
+    #: the input set's top-level instance, series, study and frame of reference UIDs -> kind
+    referenced: dict[str, str] = field(default_factory=dict)
+    #: a PS3.15 stack: elements no header line names are kept on purpose (``named`` says which are)
+    keeps_unnamed: bool = False
+    named: tuple[frozenset[str], tuple[Selector, ...]] = (frozenset(), ())
+    #: elements the recipe cleans (clean_descriptor), and the fields whose values they are cleaned of
+    cleaned: tuple[Selector, ...] = ()
+    identifying: frozenset[str] = frozenset()
+    #: fsspec options when the outputs are URLs (may hold secrets: not in the repr)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # ------------------------------------------------------------------------------ the recipe
@@ -261,29 +361,71 @@ def _recipe_literals(recipe: Any) -> tuple[tuple[Selector, tuple[str, ...]], ...
     return tuple(out)
 
 
-def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[str, Any]]:
+_PS315_BASIC = "ps3.15-basic"
+_CLEANER = "deid_func:clean_descriptor"
+
+
+def _named(recipe: Any) -> tuple[frozenset[str], tuple[Selector, ...]]:
+    """Every header line's selector: exact ones as a set of keys, the others compiled."""
+    exact: set[str] = set()
+    other: list[Selector] = []
+    for action in getattr(recipe, "header", ()):
+        if not action.field:
+            continue
+        selector = compile_selector(str(action.field))
+        if selector.kind == "exact":
+            exact.add(selector.key)
+        elif selector.kind not in ("values", "fields"):
+            other.append(selector)
+    return frozenset(exact), tuple(dict.fromkeys(other))
+
+
+def _cleaning(recipe: Any) -> tuple[tuple[Selector, ...], frozenset[str]]:
+    header = getattr(recipe, "header", ())
+    cleaned = tuple(compile_selector(str(a.field)) for a in header
+                    if a.action == "REPLACE" and a.field and a.value == _CLEANER)
+    fields = frozenset(str(entry.field) for _, entries in getattr(recipe, "values", ())
+                       for entry in entries if entry.action == "FIELD")
+    return cleaned, fields
+
+
+def _is_named(config: VerifyConfig, entry: DicomField) -> bool:
+    exact, other = config.named
+    if any(key in exact for keys in entry.static.keys.values() for key in keys):
+        return True
+    return any(s.matches(entry) for s in other)
+
+
+def _still_identifying(text: str, own: dict[str, tuple[str, tuple[str, ...]]],
+                       fields: frozenset[str]) -> bool:
+    """Would the cleaner still remove something of this file's own identifying values?"""
+    from deid_batch.recipe.keyed import clean_text
+
+    values = [v for path, (_, parts) in own.items() if path.rsplit(".", 1)[-1] in fields for v in parts]
+    return bool(values) and clean_text(text, values) != text
+
+
+def load_run(manifest: str | None, recipe: Any, base: Any,
+             options: storage.StorageOptions | None = None) -> tuple[Any, dict[str, Any]]:
     """(effective recipe, ``_run.json``) for a verify run; ``ConfigError`` naming the fix."""
     from deid_batch.recipe.parse import load_recipe
     from deid_batch.stages.manifest import RECIPE_FILE, RUN_FILE
 
     run: dict[str, Any] = {}
-    if manifest is not None:
-        path = os.path.join(manifest, RUN_FILE)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                run = json.load(fh)
+    folder = storage.Folder(manifest, options) if manifest is not None else None
+    if folder is not None and folder.exists(RUN_FILE):
+        run = json.loads(folder.read_bytes(RUN_FILE).decode("utf-8"))
     if recipe is not None:
         return load_recipe(recipe, base=base), run
     if manifest is None:
         raise ConfigError("verify needs the recipe the outputs were made with: give the apply run's "
                           "manifest folder (--manifest DIR; default OUTDIR.manifest) or --recipe R")
-    path = os.path.join(manifest, RECIPE_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(manifest, RECIPE_FILE)
+    if folder is None or not folder.exists(RECIPE_FILE):
         raise ConfigError(f"manifest folder {manifest} has no {RECIPE_FILE} (made by an older "
                           "deid-batch?); give the recipe the outputs were made with: --recipe R")
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(folder.read_bytes(RECIPE_FILE).decode("utf-8"))
         loaded = load_recipe(data["recipe"], base=None)
         stack = tuple(str(s) for s in data.get("stack") or ())
         return (dataclasses.replace(loaded, stack=stack) if stack else loaded), run
@@ -293,39 +435,53 @@ def load_run(manifest: str | None, recipe: Any, base: Any) -> tuple[Any, dict[st
 
 
 # ------------------------------------------------------------------------------ preparing
-def _load_ids(ids: str | os.PathLike[str] | pa.Table) -> pa.Table:
+def _load_ids(ids: str | os.PathLike[str] | pa.Table, options: storage.StorageOptions | None = None
+              ) -> pa.Table:
     if isinstance(ids, pa.Table):
         return ids
     path = os.fspath(ids)
-    if not os.path.exists(path):
+    if not storage.exists(path, options):
         raise ConfigError(f"identifiers table {path} does not exist; give the table `deid-batch scan` "
                           "wrote for the inputs (--ids IDS.parquet)")
+    columns = ["source", "entity_id", "item_id", "fields"]
     try:
-        return pq.read_table(path, columns=["source", "entity_id", "item_id", "fields"])
+        if storage.is_url(path):
+            fs, where = storage.filesystem(path, options)
+            return pq.read_table(where, columns=columns, filesystem=fs)
+        return pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise ConfigError(f"identifiers table {path} cannot be read as Parquet ({type(exc).__name__}); "
                           "give the table `deid-batch scan` wrote (--ids IDS.parquet)") from None
 
 
-def _load_pairing(manifest: str | None, root: str, made_in: str | None) -> dict[str, str]:
+def _load_pairing(manifest: str | None, root: str, made_in: str | None,
+                  options: storage.StorageOptions | None = None) -> dict[str, str]:
     """output path -> source path, from the manifest (rows with an output). Outputs listed under
     the run's own output folder (``_run.json``) are found under ``root`` when OUTDIR was moved."""
     if manifest is None:
         return {}
     from deid_batch.stages.manifest import read_manifest
 
-    table = read_manifest(manifest).select(["source", "output"])
+    table = read_manifest(manifest, options).select(["source", "output"])
     pairing = {}
     for src, out in zip(table["source"].to_pylist(), table["output"].to_pylist()):
         if out:
-            out = os.path.abspath(out)
-            if made_in and made_in != root and out.startswith(made_in.rstrip(os.sep) + os.sep):
-                out = os.path.join(root, os.path.relpath(out, made_in))
+            out = storage.normalise(out)
+            if made_in and made_in != root and storage.inside(out, made_in) and out != made_in:
+                out = storage.join(root, _relative(out, made_in))
             pairing[out] = src
     return pairing
 
 
-def _output_files(output_folder: str) -> list[str]:
+def _relative(path: str, root: str) -> str:
+    if storage.is_url(path):
+        return path[len(root.rstrip("/")) + 1:]
+    return os.path.relpath(path, root)
+
+
+def _output_files(output_folder: str, options: storage.StorageOptions | None = None) -> list[str]:
+    if storage.is_url(output_folder):
+        return [storage.normalise(u) for u in storage.list_entries(output_folder, options)]
     found: list[str] = []
     for folder, dirs, files in os.walk(output_folder):
         dirs.sort()
@@ -355,19 +511,25 @@ def _generated_uids(key: bytes | None, cands: Candidates) -> frozenset[str]:
 
 def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recipe: Any,
             run: dict[str, Any], manifest: str | None, min_length: int = 4,
-            key: bytes | None = None) -> tuple[VerifyConfig, list[WorkItem]]:
-    """The shared config and one work item per file under ``output_folder``."""
+            key: bytes | None = None, storage_options: storage.StorageOptions | None = None
+            ) -> tuple[VerifyConfig, list[WorkItem]]:
+    """The shared config and one work item per file under ``output_folder`` (a folder or a URL)."""
     from deid_batch.recipe.engine import DEFAULT_PUT_ACTIONS, DEFAULT_SKIP
 
-    table = _load_ids(ids)
-    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"))
+    options = dict(storage_options or {})
+    table = _load_ids(ids, options)
+    pairing = _load_pairing(manifest, output_folder, run.get("output_folder"), options)
     excluded = tool_values()
     cands = Candidates()
     own: dict[str, tuple[Original, ...]] = {}
+    referenced: dict[str, str] = {}
     for row in table.to_pylist():
         fields = row.get("fields") or []
         for f in fields:
             vr, value = f.get("vr"), f.get("value")
+            if value and str(f.get("path")) in REFERENCED_KINDS:
+                for part in _parts(str(value)):
+                    referenced.setdefault(part, REFERENCED_KINDS[str(f.get("path"))])
             if value and vr in SEARCHED_VRS and _identifying(str(f.get("path"))):
                 cands.add(str(vr), str(vr), str(value), min_length, excluded)
         for column in ("entity_id", "item_id"):
@@ -378,7 +540,7 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     for uid in generated & cands.kinds.keys():
         del cands.kinds[uid]
     cands.finish()
-    files = _output_files(output_folder)
+    files = _output_files(output_folder, options)
     items = [_work_item(p, own.get(pairing[p]) if p in pairing else None) for p in files]
     anywhere = _anywhere(own.values()) if any(i[1] is None for i in items) else None
     skip = frozenset(run.get("skip") or DEFAULT_SKIP)
@@ -388,7 +550,12 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     keep = tuple(compile_selector(k) for k in (*recipe_keeps(recipe), *put_keeps))
     logger.debug("verify: %d candidate values, %d output files, %d KEEP selectors",
                  len(cands.kinds), len(files), len(keep))
-    config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere)
+    stack = tuple(getattr(recipe, "stack", ()) or ())
+    cleaned, identifying = _cleaning(recipe)
+    config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere,
+                          referenced, keeps_unnamed=bool(stack) and stack[0] == _PS315_BASIC,
+                          named=_named(recipe), cleaned=cleaned, identifying=identifying,
+                          storage_options=options)
     return config, items
 
 
@@ -468,7 +635,10 @@ def _selected(selectors: Iterable[Selector], entry: DicomField) -> bool:
 
 def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB")
+        if storage.is_url(path):
+            ds = pydicom.dcmread(io.BytesIO(storage.read_bytes(path, config.storage_options)))
+        else:
+            ds = pydicom.dcmread(path, defer_size="64 KB")
         meta = getattr(ds, "file_meta", None)
         out = list(_walk(meta, config, meta=True)) if meta is not None else []
         return out + list(_walk(ds, config))
@@ -476,29 +646,50 @@ def _read(path: str, config: VerifyConfig) -> list[_Element] | None:
         return None
 
 
-def _check_file(item: WorkItem, config: VerifyConfig) -> list[Hit]:
+def _links(output: str, elements: Sequence[_Element], own: dict[str, tuple[str, tuple[str, ...]]] | None,
+           config: VerifyConfig, links: Links) -> None:
+    """This output's own top-level UIDs and its references that pointed into the input set."""
+    for el in elements:
+        if el.vr != "UI" or el.entry.is_filemeta:
+            continue
+        if el.path in REFERENCED_KINDS:
+            links.own[REFERENCED_KINDS[el.path]].update(_parts(el.text))
+        elif own is not None and el.path in own:
+            kinds = {config.referenced[v] for v in own[el.path][1] if v in config.referenced}
+            if len(kinds) == 1:
+                links.refs.append((output, el.path, kinds.pop(), _parts(el.text)))
+
+
+def _check_file(item: WorkItem, config: VerifyConfig, links: Links | None = None) -> list[Hit]:
     output = item[0]
     elements = _read(output, config)
     found: set[tuple[str, str]] = set()
     if elements is None:
         found.add(("<file>", "unreadable"))
     cands = config.candidates
-    for key in cands.found(os.path.relpath(output, config.root), uid_only=False):
+    for key in cands.found(_relative(output, config.root), uid_only=False):
         found.add(("<name>", cands.kinds[key]))
     own = _own_of(item)
+    if links is not None and elements is not None and config.referenced:
+        _links(output, elements, own, config, links)
     for el in elements or ():
         parts = _parts(el.text)
+        if own is not None and config.cleaned and _selected(config.cleaned, el.entry):
+            if _still_identifying(el.text, own, config.identifying):
+                found.add((el.path, own.get(el.path, (el.vr, ()))[0]))
+            continue  # kept but cleaned: only its own identifying values count
+        kept = el.kept or (config.keeps_unnamed and not _is_named(config, el.entry))
         if own is not None:
             vr, theirs = own.get(el.path, ("", ()))
             same_whole, same_parts = parts == theirs, set(parts) & set(theirs)
         else:
             vr, every, wholes = (config.anywhere or {}).get(el.path, ("", frozenset(), frozenset()))
             same_whole, same_parts = parts in wholes, set(parts) & every
-        if same_whole and el.kept:
+        if same_whole and kept:
             continue  # kept on purpose, unchanged
         if _literal(config, el, parts):
             continue  # the recipe's own value
-        if same_parts and not el.kept:
+        if same_parts and not kept:
             found.add((el.path, vr))  # a value that stayed where it was
         for key in cands.found(el.text, uid_only=el.vr == "UI"):
             found.add((el.path, cands.kinds[key]))
@@ -511,8 +702,13 @@ def _literal(config: VerifyConfig, el: _Element, parts: tuple[str, ...]) -> bool
 
 def verify_partition(items: Sequence[WorkItem], config: VerifyConfig, partition: int = 0) -> list[Hit]:
     """The hits of a partition of outputs (pure: reads the outputs, writes nothing)."""
-    hits: list[Hit] = []
+    return check_partition(items, config, partition).hits
+
+
+def check_partition(items: Sequence[WorkItem], config: VerifyConfig, partition: int = 0) -> Checked:
+    """The hits and the referential :class:`Links` of a partition of outputs (pure)."""
+    out = Checked()
     with no_value_logging():
         for item in items:
-            hits.extend(_check_file(item, config))
-    return hits
+            out.hits.extend(_check_file(item, config, out.links))
+    return out

@@ -8,6 +8,8 @@
    writes a date built from today (or fails to write).
 4. One dataset's failure never stops the others; deid aborts the whole call.
 5. Private tags are removed by default, after the recipe; deid removes them (when asked) before.
+6. A ``KEEP (gggg,"CREATOR",ee)`` line keeps that private element and its creator element through
+   the removal of private tags; deid's ``remove_private=True`` removes it.
 """
 
 from __future__ import annotations
@@ -483,3 +485,18 @@ def test_random_uid_functions_give_values_of_deids_shape(
     assert len(ours_value) <= 64
     tag_path = str(Tag(tag_for_keyword(keyword)))
     assert [(d.path, d.kind) for d in result.diffs] == [(tag_path, "value")]
+
+
+# --------------------------------------------------------------------------------------------
+# 6. KEEP of a private element by creator survives the private-tag removal
+
+
+def test_a_private_element_kept_by_creator_survives_the_removal_where_deid_strips_it(
+    run_both: Callable[..., Comparison],
+) -> None:
+    from .test_selectors import MITRA
+
+    result = run_both(f"KEEP (0033,{MITRA},1E)\nREMOVE PatientName", remove_private=True)
+    assert {(d.path, d.kind) for d in result.diffs} == {("(0033,0010)", "only-in-b"),
+                                                        ("(0033,101E)", "only-in-b")}
+    assert not any(d.path.startswith("(0010,0010)") for d in result.diffs)
