@@ -27,6 +27,7 @@ from deid_batch.dicom.rewrite import read_input, rewrite
 from deid_batch.dicom.writing import Outcome, encode, unencodable_element, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
+from deid_batch.recipe.direct import deidentify_direct
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
@@ -93,6 +94,12 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
+    if data is not None and config.byte_writer and config.pixels is None:
+        direct = deidentify_direct(data, config.recipe, variables, config.options, label,
+                                   dict(config.functions))
+        if direct is not None:  # straight from the raw elements (else: the engine decides)
+            return _store(source, out, direct.data, direct.warnings, partition, config,
+                          direct.sop_instance_uid, "raw")
     try:
         ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data, data=data)
     except DatasetError as exc:
@@ -137,6 +144,13 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                           instance_seed=label)
         except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
             return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
+    return _store(source, out, encoded, warnings, partition, config, _sop_instance_uid(result.dataset),
+                  writer)
+
+
+def _store(source: str, out: str, encoded: bytes, warnings: list[str], partition: int,
+           config: ApplyConfig, uid: str | None, writer: str) -> dict[str, Any]:
+    """Write the output and return the file's manifest row."""
     try:
         if storage.is_url(out):
             outcome = storage.put_object(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
@@ -147,7 +161,6 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror or type(exc).__name__}",
                     warnings, partition)
-    uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition, uid, writer)

@@ -1,0 +1,613 @@
+"""Direct path: a file de-identified straight from its raw elements, with no pydicom Dataset and no
+field index built for it.
+
+Takes the bytes of a file, a loaded :class:`~deid_batch.recipe.parse.Recipe`, the file's variables
+and the :class:`~deid_batch.recipe.engine.EngineOptions`; returns the output file's bytes, the
+warnings and the output's SOPInstanceUID (:class:`DirectResult`), or ``None`` when it cannot prove
+the result equals the engine's (``engine.deidentify_dataset`` + ``rewrite.rewrite`` / ``encode``);
+the caller then takes that path. Never raises for bad input.
+
+**Which recipes** (:func:`direct_plan_of`, compiled once per Recipe object and kept on it, like
+``engine.plan_of``): no ``%values``/``%fields``, no REPLACE/JITTER/BLANK (so nothing shields a
+REMOVE), every KEEP and REMOVE selector static (keywords, tags, uids, ``contains:``/
+``startswith:``/``endswith:``/``except:``, ``select:group:``, ``ALL``), ADD with a literal or a
+``var:`` value on a data set keyword of a single VR, put actions that are static KEEPs, and the
+skip list on. deid's bundled ``dicom`` family is such a recipe. Everything is then decided per
+element from its static part (tag, private creator, nested name) through the same memoised
+``_Static`` keys the engine uses; only the ADD values and the elements a change touches are
+converted, with pydicom's own conversion.
+
+**Which files**: explicit VR little endian (also its encapsulated syntaxes), preamble + ``DICM``,
+file meta and data set walked exactly by :mod:`deid_batch.dicom.raw` up to the last byte, no
+``UN`` element, no character set inside an item, the character set kept, an image storage object
+with its pixel data, not a DICOMDIR. Anything else: ``None``.
+
+The semantics are the engine's, step by step: KEEP protects (through the skip list) the tags of
+the top-level and file-meta elements it matches; the index is every element not skipped and not
+below a skipped sequence; each run of plain REMOVE lines removes the indexed elements one of its
+selectors matches; ADD sets an indexed top-level element's value, else adds (or replaces) the
+element, and a missing ``var:`` removes the top-level element with a warning; private tags go
+after the recipe (``remove_private``); elements are written as the byte-level writer writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+from pydicom.valuerep import VR as _VR
+
+from deid_batch.dicom import raw
+from deid_batch.dicom.reading import DICOMDIR_SOP_CLASS, is_image_storage
+from deid_batch.dicom.rewrite import (
+    _BULK_VRS,
+    _CHARSET,
+    _ITEM_END,
+    _ITEM_START,
+    _PREFIX,
+    _SEQ_END,
+    _TAG,
+    _U32,
+    _canonical,
+    _file_meta,
+    _Out,
+)
+from deid_batch.dicom.writing import _rebuild_file_meta
+from deid_batch.recipe.fields import (
+    STATIC_KINDS,
+    Selector,
+    _keyword,
+    _static,
+    _STATIC,
+    _tagstr,
+    compile_selector,
+    static_hit,
+)
+from deid_batch.recipe.model import Recipe, RecipeAction
+from deid_batch.recipe.plan import RemoveBatch
+
+__all__ = ["DirectPlan", "DirectResult", "deidentify_direct", "direct_plan_of"]
+
+_VALUE_PREFIXES = ("var:", "func:", "deid_func:")
+_KNOWN_VRS = frozenset(v.value.encode() for v in _VR if len(v.value) == 2) - {b"UN"}
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+_DIRECTORY_RECORDS = 0x00041220
+_NUMERIC_VRS = ("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OB", "OD", "OF", "OL", "OV", "OW", "UN")
+_SYNTAXES: dict[bytes, tuple[bool, str] | None] = {}
+_CREATORS: dict[bytes, str | None] = {}
+
+
+@dataclass(frozen=True)
+class _Add:
+    action: RecipeAction
+    tag: int
+    vr: str
+    variable: str | None  # var:NAME, else the literal action.value
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """A recipe the direct path runs: KEEP selectors, then REMOVE runs and ADDs in recipe order."""
+
+    keeps: tuple[Selector, ...]
+    steps: tuple[RemoveBatch | _Add, ...]
+    uid_keys: bool  # some REMOVE names a nested uid: nodes carry their uid
+
+
+@dataclass
+class DirectResult:
+    """The output file, the warnings (as the engine words them) and the output SOPInstanceUID."""
+
+    data: bytes
+    warnings: list[str]
+    sop_instance_uid: str | None
+
+
+def _static_selector(text: str) -> Selector | None:
+    selector = compile_selector(text)
+    return selector if selector.kind in STATIC_KINDS and selector.kind not in ("regex", "except") \
+        or selector.kind in ("regex", "except") and _compiles(selector.key) else None
+
+
+def _compiles(expression: str) -> bool:
+    import re
+
+    try:
+        re.compile(expression, re.IGNORECASE)
+    except re.error:
+        return False
+    return True
+
+
+def _compile(recipe: Recipe) -> DirectPlan | None:
+    from deid_batch.recipe.engine import _add_tag, plan_of
+
+    if recipe.values or recipe.fields:
+        return None
+    keeps: list[Selector] = []
+    for action in recipe.header:
+        if action.action not in ("KEEP", "REMOVE", "ADD") or not action.field:
+            return None
+        if action.action == "KEEP":
+            selector = _static_selector(action.field)
+            if selector is None:
+                return None
+            keeps.append(selector)
+    steps: list[RemoveBatch | _Add] = []
+    uid_keys = False
+    for step in plan_of(recipe).steps:
+        if isinstance(step, RemoveBatch):
+            steps.append(step)
+            uid_keys = uid_keys or bool(step.uid_keys)
+            continue
+        if step.action != "ADD":
+            return None  # a REMOVE with a value, or a KEEP the plan could not drop
+        try:
+            tag, vr = _add_tag(step.field)
+        except Exception:  # noqa: BLE001 - the engine reports it
+            return None
+        value = step.value or ""
+        if int(tag) >> 16 in (0, 2) or int(tag) == _CHARSET or len(vr) != 2 or vr == "SQ" or \
+                (value.startswith(_VALUE_PREFIXES) and not value.startswith("var:")):
+            return None
+        steps.append(_Add(step, int(tag), vr, value[4:] if value.startswith("var:") else None))
+    return DirectPlan(tuple(keeps), tuple(steps), uid_keys)
+
+
+def direct_plan_of(recipe: Recipe) -> DirectPlan | None:
+    """``recipe``'s direct plan (None: the recipe needs the engine), built once per Recipe object.
+
+    An unresolved recipe is first put on the default base, as ``deidentify_dataset`` does."""
+    found = recipe.__dict__.get("_direct", False)
+    if found is False:
+        from deid_batch.recipe.builtins import DEFAULT_BASE
+        from deid_batch.recipe.parse import load_recipe
+
+        try:
+            resolved = recipe if recipe.resolved else load_recipe(recipe, base=DEFAULT_BASE)
+            found = _compile(resolved)
+        except Exception:  # noqa: BLE001 - the engine reports it
+            found = None
+        object.__setattr__(recipe, "_direct", found)
+    return found  # type: ignore[no-any-return]
+
+
+def _options_fit(options: Any) -> bool:
+    if options.disable_skip:
+        return False
+    for action in options.put_actions:
+        if action.action != "KEEP" or _static_selector(action.field) is None:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ the tree
+class _Node:
+    """One element of the file: its record, static part, whether indexed, removed, its items."""
+
+    __slots__ = ("gone", "indexed", "items", "rec", "static", "uid", "vr")
+
+    def __init__(self, rec: raw.RawRecord, vr: str, static: Any, indexed: bool, uid: str) -> None:
+        self.rec = rec
+        self.vr = vr
+        self.static = static
+        self.indexed = indexed
+        self.gone = False
+        self.items: list[tuple[raw.RawItem, list[_Node]]] | None = None
+        self.uid = uid
+
+
+class _Refused(Exception):
+    """The direct path cannot prove it does what the engine does: take the engine's path."""
+
+
+def _syntax(value: bytes) -> tuple[bool, str] | None:
+    """(compressed, uid) of an explicit VR little endian transfer syntax, else None (memoised)."""
+    if value in _SYNTAXES:
+        return _SYNTAXES[value]
+    text = value.decode("ascii", "replace").rstrip("\0 ")
+    uid = UID(text)
+    ok = uid.is_transfer_syntax and not uid.is_private and not uid.is_deflated and \
+        uid.is_little_endian and not uid.is_implicit_VR
+    found = (bool(uid.is_compressed), text) if ok else None
+    if len(_SYNTAXES) < 64:
+        _SYNTAXES[value] = found
+    return found
+
+
+def _raw_element(data: bytes, rec: raw.RawRecord, vr: str) -> RawDataElement:
+    return RawDataElement(BaseTag(rec.tag), vr, rec.length, data[rec.value_start:rec.end],
+                          rec.value_start, False, True)
+
+
+class _File:
+    def __init__(self, data: bytes, plan: DirectPlan, skip: frozenset[str]) -> None:
+        self.data = data
+        self.plan = plan
+        self.skip = skip
+        self.protected: frozenset[str] = skip
+        self.top_ds = Dataset()  # holds the character set: pydicom's conversions at top level
+        self.item_encoding: Any = None
+
+    # -------------------------------------------------------------- reading the structure
+    def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool]:
+        data = self.data
+        meta, offset = raw.walk_file(data)
+        if not meta or any(b.tag >= a.tag for a, b in zip(meta[1:], meta)) or \
+                any(r.vr not in _KNOWN_VRS for r in meta):
+            raise _Refused
+        by_tag = {r.tag: r for r in meta}
+        length = by_tag.get(0x00020000)
+        if length is not None and (length.vr != b"UL" or length.length != 4 or
+                                   _U32.unpack_from(data, length.value_start)[0] != offset - 144):
+            raise _Refused
+        syntax = by_tag.get(0x00020010)
+        found = _syntax(data[syntax.value_start:syntax.end]) if syntax is not None else None
+        if found is None:
+            raise _Refused
+        records = raw.walk(data, offset, len(data), implicit=False)
+        if not records or records[0].tag >> 16 <= 2 or records[-1].tag >> 16 == 0xFFFE:
+            raise _Refused
+        if all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
+            raise _Refused
+        return meta, records, found[0]
+
+    def level(self, records: list[raw.RawRecord], prefix: str | None, uprefix: str,
+              indexed: bool, depth: int) -> list[_Node]:
+        data = self.data
+        creators: dict[int, raw.RawRecord] | None = None
+        nodes: list[_Node] = []
+        protected = self.protected
+        for rec in records:
+            vr_bytes = rec.vr
+            if vr_bytes not in _KNOWN_VRS:
+                raise _Refused  # UN (pydicom may re-read it) or a VR it does not know
+            tag = rec.tag
+            if depth and tag == _CHARSET:
+                raise _Refused
+            vr = vr_bytes.decode()  # type: ignore[union-attr]
+            keyword = _keyword(tag)
+            tagstr = _tagstr(tag)
+            here = indexed and keyword not in protected and tagstr not in protected
+            name = keyword if prefix is None else f"{prefix}__{keyword}"
+            creator = None
+            if tag >> 16 & 1 and tag & 0xFFFF > 0xFF:
+                if creators is None:
+                    creators = {r.tag: r for r in records if r.tag >> 16 & 1 and r.tag & 0xFF00 == 0}
+                creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
+                if creator_rec is not None:
+                    creator = self.creator(creator_rec)
+            static = _STATIC.get((tag, creator, name))
+            if static is None:
+                element = DataElement(BaseTag(tag), vr, None)
+                if creator is not None:
+                    element.private_creator = creator
+                static = _static(tag, creator, name, element)
+            uid = f"{uprefix}{tagstr}" if self.plan.uid_keys else ""
+            node = _Node(rec, vr, static, here, uid)
+            if vr == "SQ":
+                node.items = []
+                for i, item in enumerate(raw.items_of(data, rec, implicit=False)):
+                    sub = raw.walk(data, item.value_start, item.value_end, implicit=False)
+                    node.items.append((item, self.level(sub, name, f"{uid}__{i}__", here,
+                                                        depth + 1)))
+            nodes.append(node)
+        return nodes
+
+    def creator(self, rec: raw.RawRecord) -> str | None:
+        """The private creator pydicom gives the block (its converted value if a str)."""
+        value = self.data[rec.value_start:rec.end]
+        if value in _CREATORS:
+            return _CREATORS[value]
+        if rec.vr not in (b"LO", b"SH", b"CS", b"LT", b"ST", b"UT") or \
+                value.translate(None, bytes(range(0x20, 0x7F))):
+            raise _Refused  # decoding depends on the character set: let pydicom decide
+        converted = self.convert(rec, rec.vr.decode(), 0).value
+        found = converted if isinstance(converted, str) else None
+        if len(_CREATORS) < 10_000:
+            _CREATORS[value] = found
+        return found
+
+    def canonical(self, node: _Node) -> bool:
+        """pydicom's convert-then-write gives back this element's bytes (rewrite's rule)."""
+        rec = node.rec
+        stop = rec.end - 8 if rec.length == raw.UNDEFINED else rec.end
+        if node.vr in _BULK_VRS:
+            return (stop - rec.value_start) % 2 == 0
+        return _canonical(rec.tag, node.vr, self.data[rec.value_start:stop])
+
+    def check(self, node: _Node, depth: int) -> None:
+        """Convert ``node`` as the engine would before removing it, when that could fail."""
+        if node.vr != "SQ" and not self.canonical(node):
+            self.convert(node.rec, node.vr, depth)
+
+    def convert(self, rec: raw.RawRecord, vr: str, depth: int) -> DataElement:
+        """pydicom's conversion of one raw element (as ``Dataset.__getitem__`` does it)."""
+        holder = Dataset()
+        if depth == 0:
+            charset = self.top_ds._dict.get(BaseTag(_CHARSET))
+            if charset is not None:
+                holder._dict[BaseTag(_CHARSET)] = charset
+        else:
+            holder._parent_encoding = self.item_encoding
+        holder._dict[BaseTag(rec.tag)] = _raw_element(self.data, rec, vr)
+        return holder[BaseTag(rec.tag)]
+
+
+def deidentify_direct(data: bytes, recipe: Recipe, variables: Mapping[str, Any] | None,
+                      options: Any, source: str,
+                      functions: Mapping[str, Callable[..., Any]] | None = None
+                      ) -> DirectResult | None:
+    """De-identify the file in ``data`` without a pydicom Dataset, or None (use the engine).
+
+    ``options`` is the run's :class:`~deid_batch.recipe.engine.EngineOptions`; ``source`` names the
+    file in warnings, as ``deidentify_dataset(..., source=)`` does.
+    """
+    plan = direct_plan_of(recipe)
+    if plan is None or not _options_fit(options):
+        return None
+    try:
+        return _run(data, plan, variables or {}, functions or {}, options, source)
+    except Exception:  # noqa: BLE001 - anything unexpected: the engine decides
+        return None
+
+
+def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
+         functions: Mapping[str, Callable[..., Any]], options: Any, source: str) -> DirectResult | None:
+    skip = frozenset(options.skip)
+    f = _File(data, plan, skip)
+    meta_records, records, compressed = f.records()
+    by_tag = {r.tag: r for r in records}
+    if _DIRECTORY_RECORDS in by_tag:
+        return None
+    charset_rec = by_tag.get(_CHARSET)
+    if charset_rec is not None:
+        if charset_rec.vr != b"CS":
+            return None
+        f.top_ds._dict[BaseTag(_CHARSET)] = _raw_element(data, charset_rec, "CS")
+    f.item_encoding = f.top_ds._character_set
+    sop_class = _uid_of(data, by_tag.get(_SOP_CLASS)) or \
+        _uid_of(data, next((r for r in meta_records if r.tag == 0x00020002), None))
+    if sop_class == DICOMDIR_SOP_CLASS:
+        return None
+    pixels = [by_tag[t] for t in _PIXEL_TAGS if t in by_tag]
+    if is_image_storage(sop_class) and not pixels:
+        return None  # the engine path says no-pixel-data (or writes it with its warning)
+    for rec in pixels:
+        if rec.tag == 0x7FE00010 and (rec.length == raw.UNDEFINED) != compressed:
+            return None
+    # KEEP: the tags of the top-level and file-meta elements a KEEP selector matches
+    top_nodes = f.level(records, None, "", True, 0)
+    f.protected = skip  # meta is never nested: its nodes are built the same way
+    meta_nodes = f.level(meta_records, None, "", True, 0)
+    if plan.keeps:
+        kept = {_tagstr(n.rec.tag) for n in (*top_nodes, *meta_nodes)
+                if any(static_hit(s, n.static, n.rec.tag) for s in plan.keeps)}
+        if kept:
+            f.protected = skip | kept
+            top_nodes = f.level(records, None, "", True, 0)
+            meta_nodes = f.level(meta_records, None, "", True, 0)
+    state = _State(f, top_nodes, meta_nodes, variables, functions, source)
+    for step in plan.steps:
+        if isinstance(step, RemoveBatch):
+            state.remove(step)
+        else:
+            state.add(step)
+    if options.remove_private:
+        state.remove_private(top_nodes, 0)
+    if charset_rec is not None and state.top_gone(_CHARSET):
+        return None  # a changed character set: the byte-level writer's ASCII check decides
+    return state.write(compressed, meta_nodes, sop_class, source)
+
+
+def _uid_of(data: bytes, rec: raw.RawRecord | None) -> str | None:
+    if rec is None:
+        return None
+    return data[rec.value_start:rec.end].rstrip(b"\0 ").decode("ascii", "replace")
+
+
+class _State:
+    """What the steps did: removed nodes (flagged), added or changed top-level elements."""
+
+    def __init__(self, f: _File, top: list[_Node], meta: list[_Node], variables: Mapping[str, Any],
+                 functions: Mapping[str, Callable[..., Any]], source: str) -> None:
+        self.f = f
+        self.top = {n.rec.tag: n for n in top}
+        self.top_nodes = top
+        self.meta = meta
+        self.lookup: dict[str, Any] = dict(variables)
+        self.lookup.update(functions)
+        self.source = source
+        self.warnings: list[str] = []
+        #: tag -> (element, static, indexed) of ADDed / changed top-level elements
+        self.added: dict[int, tuple[DataElement, Any, bool]] = {}
+
+    def warn(self, action: RecipeAction, message: str) -> None:
+        self.warnings.append(f"{self.source}: {action.where}: {action.action} {action.field}: "
+                             f"{message}")
+
+    def top_gone(self, tag: int) -> bool:
+        node = self.top.get(tag)
+        return tag not in self.added and (node is None or node.gone)
+
+    def remove(self, batch: RemoveBatch) -> None:
+        key, selectors, uid_keys = batch.memo_key, batch.selectors, batch.uid_keys
+
+        def hit(static: Any, tag: int, uid: str) -> bool:
+            found = static.hits.get(key)
+            if found is None:
+                found = static.hits[key] = any(static_hit(s, static, tag) for s in selectors)
+            return bool(found) or bool(uid_keys) and uid.lower() in uid_keys
+
+        stack: list[list[_Node]] = [self.top_nodes, self.meta]
+        while stack:
+            for node in stack.pop():
+                if node.gone or not node.indexed:
+                    continue
+                if hit(node.static, node.rec.tag, node.uid):
+                    node.gone = True
+                elif node.items:
+                    stack.extend(nodes for _item, nodes in node.items)
+        for tag, (_element, static, indexed) in list(self.added.items()):
+            if indexed and hit(static, tag, _tagstr(tag)):
+                del self.added[tag]
+                node = self.top.get(tag)
+                if node is not None:
+                    node.gone = True
+
+    def add(self, step: _Add) -> None:
+        from deid_batch.recipe.engine import convert_value, invalid_for_vr
+
+        action, tag = step.action, step.tag
+        node = self.top.get(tag)
+        present = tag in self.added or (node is not None and not node.gone)
+        current: tuple[DataElement, Any, bool] | None = self.added.get(tag)
+        if current is None and node is not None and not node.gone:
+            current = (self.f.convert(node.rec, node.vr, 0), node.static, node.indexed) \
+                if node.indexed or step.variable is None else None
+        if step.variable is not None:
+            value = self.lookup.get(step.variable)
+            if value is None:
+                self.warn(action, f"variable '{step.variable}' not provided; the element is "
+                          "removed as a precaution")
+                if present and _keyword(tag) not in self.f.skip and _tagstr(tag) not in self.f.skip:
+                    if tag not in self.added and node is not None:
+                        self.f.check(node, 0)  # the engine converts it first
+                    self.added.pop(tag, None)
+                    if node is not None:
+                        node.gone = True
+                return
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise _Refused
+        else:
+            value = action.value or ""
+            if present:
+                assert current is not None
+                value = convert_value(current[0].VR, value)
+        if value is None:
+            return
+        if current is not None and current[2]:
+            element = current[0]
+            if invalid_for_vr(element.VR, value):
+                names = f"{element.keyword or _tagstr(tag)} ({element.VR})"
+                self._warn_invalid(action, names)
+            element.value = value
+            self.added[tag] = (element, current[1], True)
+            if node is not None:
+                node.gone = True
+            return
+        vr = step.vr
+        if invalid_for_vr(vr, value):
+            self._warn_invalid(action, f"{keyword_for_tag(tag) or _tagstr(tag)} ({vr})")
+        if isinstance(value, str) and step.variable is None and vr in _NUMERIC_VRS:
+            value = convert_value(vr, value)
+            if value is None:
+                raise _Refused  # the engine fails the dataset with its message
+        element = DataElement(BaseTag(tag), vr, value)
+        self.added[tag] = (element, _static(tag, None, action.field, element), True)
+        if node is not None:
+            node.gone = True
+
+    def _warn_invalid(self, action: RecipeAction, names: str) -> None:
+        self.warn(action, f"the value written into {names} is not valid for its VR; written as "
+                  "deid does (some DICOM readers may refuse the file)")
+
+    def remove_private(self, nodes: list[_Node], depth: int) -> None:
+        if depth == 0:
+            for tag in [t for t in self.added if t >> 16 & 1]:
+                del self.added[tag]
+        for node in nodes:
+            if node.gone:
+                continue
+            rec = node.rec
+            if rec.tag >> 16 & 1:
+                self.f.check(node, depth)  # converted before deletion: fails as the engine fails
+                node.gone = True
+            elif node.items:
+                for _item, sub in node.items:
+                    self.remove_private(sub, depth + 1)
+
+    # ---------------------------------------------------------------------------- writing
+    def write(self, compressed: bool, meta_nodes: list[_Node], sop_class: str | None,
+              instance_seed: str) -> DirectResult:
+        f = self.f
+        view = memoryview(f.data)
+        encodings = f.top_ds.get("SpecificCharacterSet", "iso8859")
+        body = _Out(view)
+        entries: list[tuple[int, _Node | DataElement]] = [
+            (n.rec.tag, n) for n in self.top_nodes if not n.gone]
+        entries.extend((tag, element) for tag, (element, _s, _i) in self.added.items())
+        entries.sort(key=lambda e: e[0])
+        for _tag, entry in entries:
+            if isinstance(entry, DataElement):
+                _encode(body, entry, encodings)
+            else:
+                self.emit(body, entry, encodings, 0)
+        chunks, _n = body.done()
+        mini = Dataset()
+        meta = FileMetaDataset()
+        for node in meta_nodes:
+            if not node.gone:
+                meta._dict[BaseTag(node.rec.tag)] = _raw_element(f.data, node.rec, node.vr)
+        mini.file_meta = meta
+        for tag in (_SOP_CLASS, _SOP_INSTANCE, *_PIXEL_TAGS):
+            if tag in self.added:
+                mini._dict[BaseTag(tag)] = self.added[tag][0]
+            elif tag in self.top and not self.top[tag].gone:
+                node = self.top[tag]
+                value = b"" if tag in _PIXEL_TAGS else f.data[node.rec.value_start:node.rec.end]
+                mini._dict[BaseTag(tag)] = RawDataElement(BaseTag(tag), node.vr, len(value), value,
+                                                          node.rec.value_start, False, True)
+        _rebuild_file_meta(mini, sop_class, instance_seed)
+        uid = mini.get("SOPInstanceUID")
+        return DirectResult(b"".join([_PREFIX, _file_meta(mini.file_meta), *chunks]), self.warnings,
+                            str(uid) if uid not in (None, "") else None)
+
+    def emit(self, out: _Out, node: _Node, encodings: Any, depth: int) -> None:
+        rec = node.rec
+        if rec.tag & 0xFFFF == 0 and rec.tag >> 16 > 6:
+            return  # group lengths: pydicom never writes them
+        if node.items is not None:
+            body = _Out(out.view)
+            for item, nodes in node.items:
+                sub = _Out(out.view)
+                for child in nodes:
+                    if not child.gone:
+                        self.emit(sub, child, encodings, depth + 1)
+                chunks, n = sub.done()
+                body.put(_ITEM_START + _U32.pack(raw.UNDEFINED if item.undefined else n))
+                body.extend(chunks)
+                if item.undefined:
+                    body.put(_ITEM_END)
+            chunks, n = body.done()
+            undefined = rec.length == raw.UNDEFINED
+            out.put(_TAG.pack(rec.tag >> 16, rec.tag & 0xFFFF) + b"SQ\x00\x00" +
+                    _U32.pack(raw.UNDEFINED if undefined else n))
+            out.extend(chunks)
+            if undefined:
+                out.put(_SEQ_END)
+            return
+        if self.f.canonical(node):
+            out.copy(rec.start, rec.end)
+            return
+        if rec.tag == 0x7FE00010:
+            raise _Refused  # odd-length pixel data: the byte-level writer's own handling
+        _encode(out, self.f.convert(rec, node.vr, depth), encodings)
+
+
+def _encode(out: _Out, element: DataElement, encodings: Any) -> None:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_data_element(fp, element, encodings)
+    out.put(fp.getvalue())
+
