@@ -50,6 +50,9 @@ from deid_batch.dicom.reading import DICOMDIR_SOP_CLASS, is_image_storage
 from deid_batch.dicom.rewrite import (
     _BULK_VRS,
     _CHARSET,
+    _PRINTABLE,
+    _TEXT_VRS,
+    _ascii,
     _ITEM_END,
     _ITEM_START,
     _PREFIX,
@@ -62,11 +65,11 @@ from deid_batch.dicom.rewrite import (
 )
 from deid_batch.dicom.writing import _rebuild_file_meta
 from deid_batch.recipe.fields import (
+    _STATIC,
     STATIC_KINDS,
     Selector,
     _keyword,
     _static,
-    _STATIC,
     _tagstr,
     compile_selector,
     static_hit,
@@ -95,12 +98,25 @@ class _Add:
 
 
 @dataclass(frozen=True)
+class _Change:
+    """REPLACE (a literal, ``var:`` or ``deid_func:hmac_uid``) or BLANK of the selected elements."""
+
+    action: RecipeAction
+    selector: Selector
+    variable: str | None = None
+    hmac: bool = False
+
+
+@dataclass(frozen=True)
 class DirectPlan:
-    """A recipe the direct path runs: KEEP selectors, then REMOVE runs and ADDs in recipe order."""
+    """A recipe the direct path runs: KEEP selectors, then the steps in recipe order."""
 
     keeps: tuple[Selector, ...]
-    steps: tuple[RemoveBatch | _Add, ...]
-    uid_keys: bool  # some REMOVE names a nested uid: nodes carry their uid
+    steps: tuple[RemoveBatch | _Add | _Change, ...]
+    uid_keys: bool  # some selector names a nested uid: nodes carry their uid
+    #: REPLACE/JITTER selectors (a REMOVE never deletes what they match) and their memo key
+    shields: tuple[Selector, ...] = ()
+    shield_key: str = ""
 
 
 @dataclass
@@ -128,26 +144,50 @@ def _compiles(expression: str) -> bool:
     return True
 
 
-def _compile(recipe: Recipe) -> DirectPlan | None:
+def _change(action: RecipeAction) -> _Change | None:
+    selector = _static_selector(action.field)
+    if selector is None:
+        return None
+    value = action.value or ""
+    if action.action == "BLANK":
+        return _Change(action, selector)
+    if value.startswith("var:"):
+        return _Change(action, selector, variable=value[4:])
+    if value == "deid_func:hmac_uid":
+        return _Change(action, selector, hmac=True)
+    if value.startswith(_VALUE_PREFIXES):
+        return None  # func: and the other deid_func: read the dataset: the engine runs them
+    return _Change(action, selector)
+
+
+def _compile(recipe: Recipe) -> DirectPlan | None:  # noqa: C901 - one check per action kind
     from deid_batch.recipe.engine import _add_tag, plan_of
 
     if recipe.values or recipe.fields:
         return None
     keeps: list[Selector] = []
+    shields: list[Selector] = []
     for action in recipe.header:
-        if action.action not in ("KEEP", "REMOVE", "ADD") or not action.field:
+        if action.action not in ("KEEP", "REMOVE", "ADD", "REPLACE", "BLANK") or not action.field:
             return None
-        if action.action == "KEEP":
+        if action.action in ("KEEP", "REPLACE"):
             selector = _static_selector(action.field)
             if selector is None:
                 return None
-            keeps.append(selector)
-    steps: list[RemoveBatch | _Add] = []
-    uid_keys = False
+            (keeps if action.action == "KEEP" else shields).append(selector)
+    steps: list[RemoveBatch | _Add | _Change] = []
+    uid_keys = any(s.kind == "exact" and "__" in s.key for s in shields)
     for step in plan_of(recipe).steps:
         if isinstance(step, RemoveBatch):
             steps.append(step)
             uid_keys = uid_keys or bool(step.uid_keys)
+            continue
+        if step.action in ("REPLACE", "BLANK"):
+            change = _change(step)
+            if change is None:
+                return None
+            uid_keys = uid_keys or change.selector.kind == "exact" and "__" in change.selector.key
+            steps.append(change)
             continue
         if step.action != "ADD":
             return None  # a REMOVE with a value, or a KEEP the plan could not drop
@@ -160,7 +200,8 @@ def _compile(recipe: Recipe) -> DirectPlan | None:
                 (value.startswith(_VALUE_PREFIXES) and not value.startswith("var:")):
             return None
         steps.append(_Add(step, int(tag), vr, value[4:] if value.startswith("var:") else None))
-    return DirectPlan(tuple(keeps), tuple(steps), uid_keys)
+    key = "shield\x00" + "\x00".join(f"{s.kind}\x01{s.key}\x01{s.group}" for s in shields)
+    return DirectPlan(tuple(keeps), tuple(steps), uid_keys, tuple(shields), key)
 
 
 def direct_plan_of(recipe: Recipe) -> DirectPlan | None:
@@ -194,9 +235,10 @@ def _options_fit(options: Any) -> bool:
 class _Node:
     """One element of the file: its record, static part, whether indexed, removed, its items."""
 
-    __slots__ = ("gone", "indexed", "items", "rec", "static", "uid", "vr")
+    __slots__ = ("depth", "gone", "indexed", "items", "key", "new", "rec", "static", "uid", "vr")
 
-    def __init__(self, rec: raw.RawRecord, vr: str, static: Any, indexed: bool, uid: str) -> None:
+    def __init__(self, rec: raw.RawRecord, vr: str, static: Any, indexed: bool, uid: str,
+                 key: tuple[int, ...], depth: int) -> None:
         self.rec = rec
         self.vr = vr
         self.static = static
@@ -204,6 +246,9 @@ class _Node:
         self.gone = False
         self.items: list[tuple[raw.RawItem, list[_Node]]] | None = None
         self.uid = uid
+        self.key = key  # position: sorting by (len(key), key) gives the field index's order
+        self.depth = depth
+        self.new: DataElement | None = None  # the changed element (REPLACE, BLANK)
 
 
 class _Refused(Exception):
@@ -237,6 +282,9 @@ class _File:
         self.protected: frozenset[str] = skip
         self.top_ds = Dataset()  # holds the character set: pydicom's conversions at top level
         self.item_encoding: Any = None
+        #: a text value converted here had bytes other than printable ASCII (their decoding
+        #: depends on the character set in force when the engine would convert them)
+        self.unsure_text = False
 
     # -------------------------------------------------------------- reading the structure
     def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool]:
@@ -262,7 +310,7 @@ class _File:
         return meta, records, found[0]
 
     def level(self, records: list[raw.RawRecord], prefix: str | None, uprefix: str,
-              indexed: bool, depth: int) -> list[_Node]:
+              indexed: bool, depth: int, key: tuple[int, ...]) -> list[_Node]:
         data = self.data
         creators: dict[int, raw.RawRecord] | None = None
         nodes: list[_Node] = []
@@ -293,13 +341,13 @@ class _File:
                     element.private_creator = creator
                 static = _static(tag, creator, name, element)
             uid = f"{uprefix}{tagstr}" if self.plan.uid_keys else ""
-            node = _Node(rec, vr, static, here, uid)
+            node = _Node(rec, vr, static, here, uid, (*key, tag), depth)
             if vr == "SQ":
                 node.items = []
                 for i, item in enumerate(raw.items_of(data, rec, implicit=False)):
                     sub = raw.walk(data, item.value_start, item.value_end, implicit=False)
                     node.items.append((item, self.level(sub, name, f"{uid}__{i}__", here,
-                                                        depth + 1)))
+                                                        depth + 1, (*key, tag, i))))
             nodes.append(node)
         return nodes
 
@@ -339,7 +387,10 @@ class _File:
                 holder._dict[BaseTag(_CHARSET)] = charset
         else:
             holder._parent_encoding = self.item_encoding
-        holder._dict[BaseTag(rec.tag)] = _raw_element(self.data, rec, vr)
+        element = _raw_element(self.data, rec, vr)
+        if vr in _TEXT_VRS and element.value and element.value.translate(None, _PRINTABLE):
+            self.unsure_text = True
+        holder._dict[BaseTag(rec.tag)] = element
         return holder[BaseTag(rec.tag)]
 
 
@@ -386,26 +437,30 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
         if rec.tag == 0x7FE00010 and (rec.length == raw.UNDEFINED) != compressed:
             return None
     # KEEP: the tags of the top-level and file-meta elements a KEEP selector matches
-    top_nodes = f.level(records, None, "", True, 0)
-    f.protected = skip  # meta is never nested: its nodes are built the same way
-    meta_nodes = f.level(meta_records, None, "", True, 0)
+    top_nodes = f.level(records, None, "", True, 0, (0,))
+    meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
     if plan.keeps:
         kept = {_tagstr(n.rec.tag) for n in (*top_nodes, *meta_nodes)
                 if any(static_hit(s, n.static, n.rec.tag) for s in plan.keeps)}
         if kept:
             f.protected = skip | kept
-            top_nodes = f.level(records, None, "", True, 0)
-            meta_nodes = f.level(meta_records, None, "", True, 0)
+            top_nodes = f.level(records, None, "", True, 0, (0,))
+            meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
     state = _State(f, top_nodes, meta_nodes, variables, functions, source)
+    state.uid_key = options.uid_key
     for step in plan.steps:
         if isinstance(step, RemoveBatch):
             state.remove(step)
+        elif isinstance(step, _Change):
+            state.change(step)
         else:
             state.add(step)
     if options.remove_private:
         state.remove_private(top_nodes, 0)
-    if charset_rec is not None and state.top_gone(_CHARSET):
-        return None  # a changed character set: the byte-level writer's ASCII check decides
+    charset_node = state.top.get(_CHARSET)
+    if charset_node is not None and charset_node.new is not None or _CHARSET in state.added:
+        return None  # a changed character set: the byte-level writer decides
+    state.ascii_only = charset_node is not None and charset_node.gone
     return state.write(compressed, meta_nodes, sop_class, source)
 
 
@@ -428,8 +483,12 @@ class _State:
         self.lookup.update(functions)
         self.source = source
         self.warnings: list[str] = []
-        #: tag -> (element, static, indexed) of ADDed / changed top-level elements
+        #: tag -> (element, static, indexed) of ADDed top-level elements, in index order
         self.added: dict[int, tuple[DataElement, Any, bool]] = {}
+        self.order: list[int] = []
+        self.uid_key: bytes | None = None
+        #: the character set was removed: what is re-encoded must be ASCII (as rewrite checks)
+        self.ascii_only = False
 
     def warn(self, action: RecipeAction, message: str) -> None:
         self.warnings.append(f"{self.source}: {action.where}: {action.action} {action.field}: "
@@ -453,57 +512,155 @@ class _State:
             for node in stack.pop():
                 if node.gone or not node.indexed:
                     continue
-                if hit(node.static, node.rec.tag, node.uid):
+                if hit(node.static, node.rec.tag, node.uid) and \
+                        not self.shielded(node.static, node.rec.tag, node.uid):
                     node.gone = True
                 elif node.items:
                     stack.extend(nodes for _item, nodes in node.items)
         for tag, (_element, static, indexed) in list(self.added.items()):
-            if indexed and hit(static, tag, _tagstr(tag)):
-                del self.added[tag]
-                node = self.top.get(tag)
-                if node is not None:
-                    node.gone = True
+            if indexed and hit(static, tag, _tagstr(tag)) and \
+                    not self.shielded(static, tag, _tagstr(tag)):
+                self.drop(tag)
 
-    def add(self, step: _Add) -> None:
+    def shielded(self, static: Any, tag: int, uid: str) -> bool:
+        """REMOVE exclusion: the element is matched by a REPLACE/JITTER selector."""
+        plan = self.f.plan
+        if not plan.shields:
+            return False
+        found = static.hits.get(plan.shield_key)
+        if found is None:
+            found = static.hits[plan.shield_key] = any(static_hit(s, static, tag) for s in plan.shields)
+        return bool(found) or plan.uid_keys and any(
+            s.kind == "exact" and s.key == uid.lower() for s in plan.shields)
+
+    def current(self) -> list[tuple[tuple[int, ...], _Node | int]]:
+        """The index now: (position, node or added tag), in the field index's order."""
+        out: list[tuple[tuple[int, ...], _Node | int]] = []
+        stack: list[list[_Node]] = [self.top_nodes, self.meta]
+        while stack:
+            for node in stack.pop():
+                if node.gone or not node.indexed:
+                    continue
+                out.append(((len(node.key), *node.key), node))
+                if node.items:
+                    stack.extend(nodes for _item, nodes in node.items)
+        for n, tag in enumerate(self.order):
+            out.append(((1 << 30, n), tag))
+        return out
+
+    def select(self, selector: Selector) -> list[_Node | int]:
+        """The current entries ``selector`` matches, in the engine's order (exact: table by table)."""
+        found: list[tuple[tuple[int, ...], _Node | int]] = []
+        for key, entry in self.current():
+            if isinstance(entry, _Node):
+                static, tag, uid = entry.static, entry.rec.tag, entry.uid
+            else:
+                static, tag, uid = self.added[entry][1], entry, _tagstr(entry)
+            if selector.kind == "exact":
+                table = _exact_table(selector.key, static, uid)
+                if table is not None:
+                    found.append(((table, *key), entry))
+            elif static_hit(selector, static, tag):
+                found.append((key, entry))
+        found.sort(key=lambda e: e[0])
+        return [entry for _key, entry in found]
+
+    def element_of(self, entry: _Node | int) -> DataElement:
+        if isinstance(entry, int):
+            return self.added[entry][0]
+        if entry.new is None:
+            if entry.vr == "SQ":
+                raise _Refused  # a sequence's value changed: the engine's path
+            entry.new = self.f.convert(entry.rec, entry.vr, entry.depth)
+        return entry.new
+
+    def change(self, step: _Change) -> None:  # noqa: C901 - the engine's replace_all, step by step
+        from deid_batch.recipe.engine import _VALUE_RE, convert_value, invalid_for_vr
+        from deid_batch.recipe.functions import hmac_uid
+
+        action = step.action
+        matches = self.select(step.selector)
+        if action.action == "BLANK":
+            for entry in matches:
+                self.element_of(entry).value = None
+            return
+        missing = False
+        invalid: dict[str, str] = {}
+        for entry in matches:
+            element = self.element_of(entry)
+            if step.variable is not None:
+                value = self.lookup.get(step.variable)
+                if value is None:
+                    missing = True
+                    self.drop(entry)
+                    continue
+                if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                    raise _Refused
+            elif step.hmac:
+                if not self.uid_key:
+                    raise _Refused  # the engine fails the dataset with its message
+                value = hmac_uid(field=_Field(element), uid_key=self.uid_key)
+            else:
+                value = convert_value(element.VR, action.value or "")
+            if value is None:
+                if action.value and not _VALUE_RE.search(action.value):
+                    self.warn(action, f"the value is not valid for VR {element.VR}; element left "
+                              "unchanged (as deid does)")
+                continue
+            if invalid_for_vr(element.VR, value):
+                invalid[element.keyword or str(element.tag)] = element.VR
+            element.value = value
+        if invalid:
+            self._warn_invalid(action, ", ".join(f"{name} ({vr})" for name, vr in invalid.items()))
+        if missing:
+            self.warn(action, f"variable '{step.variable}' not provided; matched element(s) removed "
+                      "as a precaution")
+
+    def drop(self, entry: _Node | int) -> None:
+        if isinstance(entry, int):
+            del self.added[entry]
+            self.order.remove(entry)
+        else:
+            entry.gone = True
+
+    def add(self, step: _Add) -> None:  # noqa: C901 - the engine's add, step by step
         from deid_batch.recipe.engine import convert_value, invalid_for_vr
 
         action, tag = step.action, step.tag
         node = self.top.get(tag)
-        present = tag in self.added or (node is not None and not node.gone)
-        current: tuple[DataElement, Any, bool] | None = self.added.get(tag)
-        if current is None and node is not None and not node.gone:
-            current = (self.f.convert(node.rec, node.vr, 0), node.static, node.indexed) \
-                if node.indexed or step.variable is None else None
+        if node is not None and node.gone:
+            node = None
+        # the index entry ADD would change: an added element, else an indexed top-level one
+        entry: _Node | int | None = tag if tag in self.added else \
+            node if node is not None and node.indexed else None
         if step.variable is not None:
             value = self.lookup.get(step.variable)
             if value is None:
                 self.warn(action, f"variable '{step.variable}' not provided; the element is "
                           "removed as a precaution")
+                present = tag in self.added or node is not None
                 if present and _keyword(tag) not in self.f.skip and _tagstr(tag) not in self.f.skip:
-                    if tag not in self.added and node is not None:
-                        self.f.check(node, 0)  # the engine converts it first
-                    self.added.pop(tag, None)
+                    if tag in self.added:
+                        self.drop(tag)
                     if node is not None:
+                        self.f.check(node, 0)  # the engine converts it first
                         node.gone = True
                 return
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise _Refused
         else:
             value = action.value or ""
-            if present:
-                assert current is not None
-                value = convert_value(current[0].VR, value)
+            if entry is not None:
+                value = convert_value(self.element_of(entry).VR, value)
+            elif node is not None:
+                value = convert_value(self.f.convert(node.rec, node.vr, 0).VR, value)
         if value is None:
             return
-        if current is not None and current[2]:
-            element = current[0]
+        if entry is not None:
+            element = self.element_of(entry)
             if invalid_for_vr(element.VR, value):
-                names = f"{element.keyword or _tagstr(tag)} ({element.VR})"
-                self._warn_invalid(action, names)
+                self._warn_invalid(action, f"{element.keyword or _tagstr(tag)} ({element.VR})")
             element.value = value
-            self.added[tag] = (element, current[1], True)
-            if node is not None:
-                node.gone = True
             return
         vr = step.vr
         if invalid_for_vr(vr, value):
@@ -514,6 +671,7 @@ class _State:
                 raise _Refused  # the engine fails the dataset with its message
         element = DataElement(BaseTag(tag), vr, value)
         self.added[tag] = (element, _static(tag, None, action.field, element), True)
+        self.order.append(tag)
         if node is not None:
             node.gone = True
 
@@ -524,7 +682,7 @@ class _State:
     def remove_private(self, nodes: list[_Node], depth: int) -> None:
         if depth == 0:
             for tag in [t for t in self.added if t >> 16 & 1]:
-                del self.added[tag]
+                self.drop(tag)
         for node in nodes:
             if node.gone:
                 continue
@@ -541,7 +699,7 @@ class _State:
               instance_seed: str) -> DirectResult:
         f = self.f
         view = memoryview(f.data)
-        encodings = f.top_ds.get("SpecificCharacterSet", "iso8859")
+        encodings = "iso8859" if self.ascii_only else f.top_ds.get("SpecificCharacterSet", "iso8859")
         body = _Out(view)
         entries: list[tuple[int, _Node | DataElement]] = [
             (n.rec.tag, n) for n in self.top_nodes if not n.gone]
@@ -549,19 +707,24 @@ class _State:
         entries.sort(key=lambda e: e[0])
         for _tag, entry in entries:
             if isinstance(entry, DataElement):
-                _encode(body, entry, encodings)
+                self.encode(body, entry, encodings)
             else:
                 self.emit(body, entry, encodings, 0)
+        if self.ascii_only and f.unsure_text:
+            raise _Refused
         chunks, _n = body.done()
         mini = Dataset()
         meta = FileMetaDataset()
         for node in meta_nodes:
             if not node.gone:
-                meta._dict[BaseTag(node.rec.tag)] = _raw_element(f.data, node.rec, node.vr)
+                meta._dict[BaseTag(node.rec.tag)] = node.new if node.new is not None else \
+                    _raw_element(f.data, node.rec, node.vr)
         mini.file_meta = meta
         for tag in (_SOP_CLASS, _SOP_INSTANCE, *_PIXEL_TAGS):
             if tag in self.added:
                 mini._dict[BaseTag(tag)] = self.added[tag][0]
+            elif tag in self.top and not self.top[tag].gone and self.top[tag].new is not None:
+                mini._dict[BaseTag(tag)] = self.top[tag].new
             elif tag in self.top and not self.top[tag].gone:
                 node = self.top[tag]
                 value = b"" if tag in _PIXEL_TAGS else f.data[node.rec.value_start:node.rec.end]
@@ -596,12 +759,41 @@ class _State:
             if undefined:
                 out.put(_SEQ_END)
             return
+        if node.new is not None:
+            self.encode(out, node.new, encodings)
+            return
         if self.f.canonical(node):
             out.copy(rec.start, rec.end)
             return
         if rec.tag == 0x7FE00010:
             raise _Refused  # odd-length pixel data: the byte-level writer's own handling
-        _encode(out, self.f.convert(rec, node.vr, depth), encodings)
+        self.encode(out, self.f.convert(rec, node.vr, depth), encodings)
+
+    def encode(self, out: _Out, element: DataElement, encodings: Any) -> None:
+        if self.ascii_only and element.VR in _TEXT_VRS and not _ascii(element.value):
+            raise _Refused  # non-ASCII text after the character set went: rewrite declines too
+        _encode(out, element, encodings)
+
+
+class _Field:
+    """What ``deid_func:hmac_uid`` reads of a field: its element."""
+
+    __slots__ = ("element",)
+
+    def __init__(self, element: DataElement) -> None:
+        self.element = element
+
+
+_TABLES = ("name", "tag", "stripped_tag", "element_name", "element_keyword")
+
+
+def _exact_table(key: str, static: Any, uid: str) -> int | None:
+    """The first of the index's exact-match tables holding ``key`` for this field (None: no match)."""
+    keys = static.keys
+    for i, table in enumerate(_TABLES):
+        if key in keys.get(table, ()):
+            return i
+    return len(_TABLES) if uid and key == uid.lower() else None
 
 
 def _encode(out: _Out, element: DataElement, encodings: Any) -> None:
