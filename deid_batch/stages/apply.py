@@ -60,6 +60,9 @@ class ApplyConfig:
     #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
     pixels: PixelConfig | None = None
     byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
+    #: try the direct path first (``recipe.direct``: no pydicom Dataset; writer ``raw``); needs
+    #: ``byte_writer``. False: always the engine (the reference the direct path is tested against)
+    direct: bool = True
     #: fsspec options for URL inputs and outputs (may hold secrets: not in the repr)
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -94,7 +97,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
-    if data is not None and config.byte_writer and config.pixels is None:
+    if data is not None and config.direct and config.byte_writer and config.pixels is None:
         direct = deidentify_direct(data, config.recipe, variables, config.options, label,
                                    dict(config.functions))
         if direct is not None:  # straight from the raw elements (else: the engine decides)
