@@ -32,17 +32,18 @@ after the recipe (``remove_private``); elements are written as the byte-level wr
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
+from pydicom.uid import UID, SecondaryCaptureImageStorage
 from pydicom.valuerep import VR as _VR
 
 from deid_batch.dicom import raw
@@ -50,20 +51,25 @@ from deid_batch.dicom.reading import DICOMDIR_SOP_CLASS, is_image_storage
 from deid_batch.dicom.rewrite import (
     _BULK_VRS,
     _CHARSET,
-    _PRINTABLE,
-    _TEXT_VRS,
-    _ascii,
     _ITEM_END,
     _ITEM_START,
     _PREFIX,
+    _PRINTABLE,
     _SEQ_END,
     _TAG,
+    _TEXT_VRS,
     _U32,
+    _ascii,
     _canonical,
-    _file_meta,
     _Out,
 )
-from deid_batch.dicom.writing import _rebuild_file_meta
+from deid_batch.dicom.writing import (
+    _REBUILT,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    RAW_DATA_STORAGE,
+    _seed_uid,
+)
 from deid_batch.recipe.fields import (
     _STATIC,
     STATIC_KINDS,
@@ -287,7 +293,7 @@ class _File:
         self.unsure_text = False
 
     # -------------------------------------------------------------- reading the structure
-    def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool]:
+    def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool, str]:
         data = self.data
         meta, offset = raw.walk_file(data)
         if not meta or any(b.tag >= a.tag for a, b in zip(meta[1:], meta)) or \
@@ -307,7 +313,7 @@ class _File:
             raise _Refused
         if all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
             raise _Refused
-        return meta, records, found[0]
+        return meta, records, found[0], found[1]
 
     def level(self, records: list[raw.RawRecord], prefix: str | None, uprefix: str,
               indexed: bool, depth: int, key: tuple[int, ...]) -> list[_Node]:
@@ -416,7 +422,7 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
          functions: Mapping[str, Callable[..., Any]], options: Any, source: str) -> DirectResult | None:
     skip = frozenset(options.skip)
     f = _File(data, plan, skip)
-    meta_records, records, compressed = f.records()
+    meta_records, records, compressed, syntax = f.records()
     by_tag = {r.tag: r for r in records}
     if _DIRECTORY_RECORDS in by_tag:
         return None
@@ -461,7 +467,7 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
     if charset_node is not None and charset_node.new is not None or _CHARSET in state.added:
         return None  # a changed character set: the byte-level writer decides
     state.ascii_only = charset_node is not None and charset_node.gone
-    return state.write(compressed, meta_nodes, sop_class, source)
+    return state.write(compressed, meta_nodes, sop_class, source, syntax)
 
 
 def _uid_of(data: bytes, rec: raw.RawRecord | None) -> str | None:
@@ -696,7 +702,7 @@ class _State:
 
     # ---------------------------------------------------------------------------- writing
     def write(self, compressed: bool, meta_nodes: list[_Node], sop_class: str | None,
-              instance_seed: str) -> DirectResult:
+              instance_seed: str, syntax: str) -> DirectResult:
         f = self.f
         view = memoryview(f.data)
         encodings = "iso8859" if self.ascii_only else f.top_ds.get("SpecificCharacterSet", "iso8859")
@@ -713,27 +719,51 @@ class _State:
         if self.ascii_only and f.unsure_text:
             raise _Refused
         chunks, _n = body.done()
-        mini = Dataset()
-        meta = FileMetaDataset()
-        for node in meta_nodes:
-            if not node.gone:
-                meta._dict[BaseTag(node.rec.tag)] = node.new if node.new is not None else \
-                    _raw_element(f.data, node.rec, node.vr)
-        mini.file_meta = meta
-        for tag in (_SOP_CLASS, _SOP_INSTANCE, *_PIXEL_TAGS):
-            if tag in self.added:
-                mini._dict[BaseTag(tag)] = self.added[tag][0]
-            elif tag in self.top and not self.top[tag].gone and self.top[tag].new is not None:
-                mini._dict[BaseTag(tag)] = self.top[tag].new
-            elif tag in self.top and not self.top[tag].gone:
-                node = self.top[tag]
-                value = b"" if tag in _PIXEL_TAGS else f.data[node.rec.value_start:node.rec.end]
-                mini._dict[BaseTag(tag)] = RawDataElement(BaseTag(tag), node.vr, len(value), value,
-                                                          node.rec.value_start, False, True)
-        _rebuild_file_meta(mini, sop_class, instance_seed)
-        uid = mini.get("SOPInstanceUID")
-        return DirectResult(b"".join([_PREFIX, _file_meta(mini.file_meta), *chunks]), self.warnings,
-                            str(uid) if uid not in (None, "") else None)
+        klass = self.uid_text(_SOP_CLASS)
+        instance = self.uid_text(_SOP_INSTANCE)
+        if klass is None:
+            klass = sop_class
+        if klass is None:
+            has_pixels = any(t in self.added or t in self.top and not self.top[t].gone
+                             for t in _PIXEL_TAGS)
+            klass = SecondaryCaptureImageStorage if has_pixels else RAW_DATA_STORAGE
+        extras = [n for n in meta_nodes if not n.gone and n.rec.tag not in _REBUILT]
+        head = _meta_bytes(f, klass, instance or _seed_uid(instance_seed), syntax, extras)
+        return DirectResult(b"".join([_PREFIX, head, *chunks]), self.warnings, self.manifest_uid())
+
+    def value_of(self, tag: int) -> tuple[bool, Any]:
+        """(present, value) of a top-level element of the output: a str for a raw UI element
+        (as pydicom converts it), the element's value when it changed."""
+        if tag in self.added:
+            return True, self.added[tag][0].value
+        node = self.top.get(tag)
+        if node is None or node.gone:
+            return False, None
+        if node.new is not None:
+            return True, node.new.value
+        text = self.f.data[node.rec.value_start:node.rec.end].decode("latin-1").rstrip("\0 ")
+        if node.vr != "UI" or "\\" in text:
+            raise _Refused  # a multi-valued UID or another VR: let pydicom say what it is
+        return True, text
+
+    def uid_text(self, tag: int) -> str | None:
+        """``writing._uid_text`` of the output element."""
+        present, value = self.value_of(tag)
+        if not present or value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Refused
+        text = value.strip("\0 ")
+        return text or None
+
+    def manifest_uid(self) -> str | None:
+        """``apply._sop_instance_uid`` of the output."""
+        present, value = self.value_of(_SOP_INSTANCE)
+        if not present or value in (None, ""):
+            return None
+        if not isinstance(value, str):
+            raise _Refused
+        return value
 
     def emit(self, out: _Out, node: _Node, encodings: Any, depth: int) -> None:
         rec = node.rec
@@ -794,6 +824,49 @@ def _exact_table(key: str, static: Any, uid: str) -> int | None:
         if key in keys.get(table, ()):
             return i
     return len(_TABLES) if uid and key == uid.lower() else None
+
+
+_UL_HEADER = struct.Struct("<HH2sHL")
+_SHORT = struct.Struct("<HH2sH")
+_LONG = struct.Struct("<HH2sHL")
+
+
+def _short(tag: int, vr: bytes, value: bytes) -> bytes:
+    return _SHORT.pack(tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _uid(tag: int, text: str) -> bytes:
+    value = text.encode("ascii")  # a UID pydicom writes as it is, NUL-padded to even length
+    if not value or value.translate(None, _PRINTABLE) or len(value) > 0xFFFE:
+        raise _Refused
+    return _short(tag, b"UI", value + b"\0" * (len(value) % 2))
+
+
+def _meta_bytes(f: _File, klass: str, instance: str, syntax: str, extras: list[_Node]) -> bytes:
+    """The file meta ``writing._rebuild_file_meta`` + ``rewrite._file_meta`` write, built directly."""
+    version = IMPLEMENTATION_VERSION_NAME.encode("ascii")
+    parts = [
+        (0x00020001, _LONG.pack(2, 1, b"OB", 0, 2) + b"\x00\x01"),
+        (0x00020002, _uid(0x00020002, klass)),
+        (0x00020003, _uid(0x00020003, instance)),
+        (0x00020010, _uid(0x00020010, syntax)),
+        (0x00020012, _uid(0x00020012, IMPLEMENTATION_CLASS_UID)),
+        (0x00020013, _short(0x00020013, b"SH", version + b" " * (len(version) % 2))),
+    ]
+    for node in extras:
+        rec = node.rec
+        if node.new is None and f.canonical(node):
+            parts.append((rec.tag, f.data[rec.start:rec.end]))
+            continue
+        element = node.new if node.new is not None else f.convert(rec, node.vr, 0)
+        fp = DicomBytesIO()
+        fp.is_little_endian = True
+        fp.is_implicit_VR = False
+        write_data_element(fp, element)
+        parts.append((rec.tag, fp.getvalue()))
+    parts.sort(key=lambda p: p[0])
+    body = b"".join(p for _t, p in parts)
+    return _UL_HEADER.pack(2, 0, b"UL", 4, len(body)) + body
 
 
 def _encode(out: _Out, element: DataElement, encodings: Any) -> None:
