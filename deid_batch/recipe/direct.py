@@ -123,6 +123,7 @@ class DirectPlan:
     #: REPLACE/JITTER selectors (a REMOVE never deletes what they match) and their memo key
     shields: tuple[Selector, ...] = ()
     shield_key: str = ""
+    keep_key: str = ""  # memo key of "a KEEP selector matches" (in ``_Static.hits``)
 
 
 @dataclass
@@ -206,8 +207,38 @@ def _compile(recipe: Recipe) -> DirectPlan | None:  # noqa: C901 - one check per
                 (value.startswith(_VALUE_PREFIXES) and not value.startswith("var:")):
             return None
         steps.append(_Add(step, int(tag), vr, value[4:] if value.startswith("var:") else None))
-    key = "shield\x00" + "\x00".join(f"{s.kind}\x01{s.key}\x01{s.group}" for s in shields)
-    return DirectPlan(tuple(keeps), tuple(steps), uid_keys, tuple(shields), key)
+    return DirectPlan(tuple(keeps), tuple(steps), uid_keys, tuple(shields), _memo_key("shield", shields),
+                      _memo_key("keep", keeps))
+
+
+def _memo_key(what: str, selectors: list[Selector]) -> str:
+    return f"{what}\x00" + "\x00".join(f"{s.kind}\x01{s.key}\x01{s.group}" for s in selectors)
+
+
+#: (tag, VR, private creator, parent name) -> (VR, keyword, tag string, nested name, _Static):
+#: strings of the dictionary and the recipe's field kinds only (never a value), bounded
+_KINDS: dict[tuple[int, bytes, str | None, str | None], tuple[str, str, str, str, Any]] = {}
+
+
+def _kind(tag: int, vr_bytes: bytes, creator: str | None, prefix: str | None
+          ) -> tuple[str, str, str, str, Any]:
+    key = (tag, vr_bytes, creator, prefix)
+    found = _KINDS.get(key)
+    if found is None:
+        vr = vr_bytes.decode()
+        keyword = _keyword(tag)
+        name = keyword if prefix is None else f"{prefix}__{keyword}"
+        static = _STATIC.get((tag, creator, name))
+        if static is None:
+            element = DataElement(BaseTag(tag), vr, None)
+            if creator is not None:
+                element.private_creator = creator
+            static = _static(tag, creator, name, element)
+        found = (vr, keyword, _tagstr(tag), name, static)
+        if len(_KINDS) >= 50_000:
+            _KINDS.clear()
+        _KINDS[key] = found
+    return found
 
 
 def direct_plan_of(recipe: Recipe) -> DirectPlan | None:
@@ -321,6 +352,7 @@ class _File:
         creators: dict[int, raw.RawRecord] | None = None
         nodes: list[_Node] = []
         protected = self.protected
+        uids = self.plan.uid_keys
         for rec in records:
             vr_bytes = rec.vr
             if vr_bytes not in _KNOWN_VRS:
@@ -328,11 +360,6 @@ class _File:
             tag = rec.tag
             if depth and tag == _CHARSET:
                 raise _Refused
-            vr = vr_bytes.decode()  # type: ignore[union-attr]
-            keyword = _keyword(tag)
-            tagstr = _tagstr(tag)
-            here = indexed and keyword not in protected and tagstr not in protected
-            name = keyword if prefix is None else f"{prefix}__{keyword}"
             creator = None
             if tag >> 16 & 1 and tag & 0xFFFF > 0xFF:
                 if creators is None:
@@ -340,13 +367,9 @@ class _File:
                 creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
                 if creator_rec is not None:
                     creator = self.creator(creator_rec)
-            static = _STATIC.get((tag, creator, name))
-            if static is None:
-                element = DataElement(BaseTag(tag), vr, None)
-                if creator is not None:
-                    element.private_creator = creator
-                static = _static(tag, creator, name, element)
-            uid = f"{uprefix}{tagstr}" if self.plan.uid_keys else ""
+            vr, keyword, tagstr, name, static = _kind(tag, vr_bytes, creator, prefix)  # type: ignore[arg-type]
+            here = indexed and keyword not in protected and tagstr not in protected
+            uid = f"{uprefix}{tagstr}" if uids else ""
             node = _Node(rec, vr, static, here, uid, (*key, tag), depth)
             if vr == "SQ":
                 node.items = []
@@ -356,6 +379,30 @@ class _File:
                                                         depth + 1, (*key, tag, i))))
             nodes.append(node)
         return nodes
+
+    def kept(self, records: list[raw.RawRecord]) -> set[str]:
+        """The tag strings of the (top-level or file meta) ``records`` a KEEP selector matches."""
+        plan = self.plan
+        creators: dict[int, raw.RawRecord] | None = None
+        out: set[str] = set()
+        for rec in records:
+            tag = rec.tag
+            if rec.vr not in _KNOWN_VRS:
+                raise _Refused
+            creator = None
+            if tag >> 16 & 1 and tag & 0xFFFF > 0xFF:
+                if creators is None:
+                    creators = {r.tag: r for r in records if r.tag >> 16 & 1 and r.tag & 0xFF00 == 0}
+                creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
+                if creator_rec is not None:
+                    creator = self.creator(creator_rec)
+            _vr, _keyword_, tagstr, _name, static = _kind(tag, rec.vr, creator, None)  # type: ignore[arg-type]
+            hit = static.hits.get(plan.keep_key)
+            if hit is None:
+                hit = static.hits[plan.keep_key] = any(static_hit(s, static, tag) for s in plan.keeps)
+            if hit:
+                out.add(tagstr)
+        return out
 
     def creator(self, rec: raw.RawRecord) -> str | None:
         """The private creator pydicom gives the block (its converted value if a str)."""
@@ -443,15 +490,12 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
         if rec.tag == 0x7FE00010 and (rec.length == raw.UNDEFINED) != compressed:
             return None
     # KEEP: the tags of the top-level and file-meta elements a KEEP selector matches
-    top_nodes = f.level(records, None, "", True, 0, (0,))
-    meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
     if plan.keeps:
-        kept = {_tagstr(n.rec.tag) for n in (*top_nodes, *meta_nodes)
-                if any(static_hit(s, n.static, n.rec.tag) for s in plan.keeps)}
+        kept = f.kept(records) | f.kept(meta_records)
         if kept:
             f.protected = skip | kept
-            top_nodes = f.level(records, None, "", True, 0, (0,))
-            meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
+    top_nodes = f.level(records, None, "", True, 0, (0,))
+    meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
     state = _State(f, top_nodes, meta_nodes, variables, functions, source)
     state.uid_key = options.uid_key
     for step in plan.steps:
