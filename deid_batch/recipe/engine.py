@@ -219,11 +219,6 @@ class _Run:
         self._full: FieldIndex | None = None
         self.action: RecipeAction | None = None
         self.fast = fast
-        self.shields: list[Selector] = [
-            s for s in (compile_selector(a.field) for a in recipe.header
-                        if a.action in ("REPLACE", "JITTER") and a.field)
-            if s.kind not in ("values", "fields")
-        ]
 
     # ------------------------------------------------------------------------------ helpers
     def warn(self, action: RecipeAction, message: str) -> None:
@@ -452,9 +447,18 @@ class _Run:
         return self.index.select(selector)
 
     def shielded(self, fld: DicomField) -> bool:
-        """REMOVE exclusion: a current entry matched by any REPLACE/JITTER selector."""
+        """REMOVE exclusion: a current entry matched by any REPLACE/JITTER selector (the static
+        selectors decided once per field kind, see :class:`~deid_batch.recipe.plan.Shields`)."""
         current = self.index.fields.get(fld.uid)
-        return current is not None and any(s.matches(current) for s in self.shields)
+        if current is None:
+            return False
+        shields = plan_of(self.recipe).shields
+        hit = current.hits.get(shields.memo_key)
+        if hit is None:
+            tag = int(current.tag)
+            hit = current.hits[shields.memo_key] = any(static_hit(s, current.static, tag)
+                                                       for s in shields.static)
+        return hit or any(s.matches(current) for s in shields.others)
 
     # ------------------------------------------------------------------------------ values
     def resolve(self, raw: str, target: DicomField | str) -> Any:
