@@ -89,12 +89,15 @@ def breakdown(files: list[str], out: Path, recipe_name: str = "dicom"
     from deid_batch.dicom.reading import read_dataset
     from deid_batch.dicom.rewrite import read_input, rewrite
     from deid_batch.dicom.writing import encode, write_atomic
+    from deid_batch.recipe.builtins import DEFAULT_BASE
     from deid_batch.recipe.direct import deidentify_direct
     from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
     from deid_batch.recipe.parse import load_recipe
 
     names = [r for r in recipe_name.split(",") if r]
-    recipe = load_recipe(None if names == ["default"] else names if len(names) > 1 else names[0])
+    # resolved on its base once, as the API loads it (an unresolved recipe would be re-resolved per file)
+    recipe = load_recipe(None if names == ["default"] else names if len(names) > 1 else names[0],
+                         base=DEFAULT_BASE)
     options = EngineOptions(uid_key=b"profile-stage-key-0123456789abcd")
     steps = dict.fromkeys(DIRECT_STEPS + BYTE_STEPS + REFERENCE_STEPS + FLOOR_STEPS, 0.0)
     fallbacks = declined = 0

@@ -816,12 +816,27 @@ def deidentify_dataset_generic(ds: pydicom.Dataset, recipe: Recipe | str | None 
     return _deidentify(ds, recipe, variables, functions, options, source, fast=False, base=base)
 
 
+def _resolved(recipe: Recipe | str | None, base: Any) -> Recipe:
+    """``recipe`` on ``base`` (a Recipe object keeps the result: loaded once, not per dataset)."""
+    if not isinstance(recipe, Recipe):
+        return load_recipe(recipe, base=base)
+    if recipe.resolved:
+        return recipe
+    if not isinstance(base, (str, type(None))):
+        return load_recipe(recipe, base=base)
+    cache: dict[str | None, Recipe] = recipe.__dict__.setdefault("_resolved_on", {})
+    found = cache.get(base)
+    if found is None:
+        found = cache[base] = load_recipe(recipe, base=base)
+    return found
+
+
 def _deidentify(ds: pydicom.Dataset, recipe: Recipe | str | None,
                 variables: Mapping[str, Any] | None,
                 functions: Mapping[str, Callable[..., Any]] | None,
                 options: EngineOptions | None, source: str | None, *, fast: bool,
                 base: Any = DEFAULT_BASE, finish: bool = True) -> EngineResult:
-    rec = recipe if isinstance(recipe, Recipe) and recipe.resolved else load_recipe(recipe, base=base)
+    rec = _resolved(recipe, base)
     run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
                source or "<dataset>", fast, finish)
     try:
