@@ -259,9 +259,11 @@ def direct_plan_of(recipe: Recipe) -> DirectPlan | None:
     return found  # type: ignore[no-any-return]
 
 
-def _options_fit(options: Any) -> bool:
+def _options_fit(options: Any, plan: DirectPlan) -> bool:
     if options.disable_skip:
         return False
+    if options.remove_private and any('"' in s.key for s in plan.keeps):
+        return False  # a KEEP of a private creator's element: remove_private's own rules
     for action in options.put_actions:
         if action.action != "KEEP" or _static_selector(action.field) is None:
             return False
@@ -367,7 +369,7 @@ class _File:
                 creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
                 if creator_rec is not None:
                     creator = self.creator(creator_rec)
-            vr, keyword, tagstr, name, static = _kind(tag, vr_bytes, creator, prefix)  # type: ignore[arg-type]
+            vr, keyword, tagstr, name, static = _kind(tag, vr_bytes, creator, prefix)
             here = indexed and keyword not in protected and tagstr not in protected
             uid = f"{uprefix}{tagstr}" if uids else ""
             node = _Node(rec, vr, static, here, uid, (*key, tag), depth)
@@ -396,7 +398,7 @@ class _File:
                 creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
                 if creator_rec is not None:
                     creator = self.creator(creator_rec)
-            _vr, _keyword_, tagstr, _name, static = _kind(tag, rec.vr, creator, None)  # type: ignore[arg-type]
+            _vr, _keyword_, tagstr, _name, static = _kind(tag, rec.vr, creator, None)
             hit = static.hits.get(plan.keep_key)
             if hit is None:
                 hit = static.hits[plan.keep_key] = any(static_hit(s, static, tag) for s in plan.keeps)
@@ -457,7 +459,7 @@ def deidentify_direct(data: bytes, recipe: Recipe, variables: Mapping[str, Any] 
     file in warnings, as ``deidentify_dataset(..., source=)`` does.
     """
     plan = direct_plan_of(recipe)
-    if plan is None or not _options_fit(options):
+    if plan is None or not _options_fit(options, plan):
         return None
     try:
         return _run(data, plan, variables or {}, functions or {}, options, source)

@@ -97,7 +97,9 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
-    if data is not None and config.direct and config.byte_writer and config.pixels is None:
+    # the direct path writes no linkage pairs (a run that records them takes the engine's path)
+    if data is not None and config.direct and config.byte_writer and config.pixels is None and \
+            getattr(config, "linkage_folder", None) is None:
         direct = deidentify_direct(data, config.recipe, variables, config.options, label,
                                    dict(config.functions))
         if direct is not None:  # straight from the raw elements (else: the engine decides)
