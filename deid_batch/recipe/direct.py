@@ -37,9 +37,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
@@ -319,11 +319,10 @@ class _File:
         self.plan = plan
         self.skip = skip
         self.protected: frozenset[str] = skip
-        self.top_ds = Dataset()  # holds the character set: pydicom's conversions at top level
-        self.item_encoding: Any = None
-        #: a text value converted here had bytes other than printable ASCII (their decoding
-        #: depends on the character set in force when the engine would convert them)
-        self.unsure_text = False
+        #: the character set the file was read with (pydicom converts every value with it, even
+        #: after the recipe removed SpecificCharacterSet) and the element's value (for writing)
+        self.encoding: Any = default_encoding
+        self.charset_value: Any = "iso8859"
 
     # -------------------------------------------------------------- reading the structure
     def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool, str]:
@@ -434,19 +433,13 @@ class _File:
             self.convert(node.rec, node.vr, depth)
 
     def convert(self, rec: raw.RawRecord, vr: str, depth: int) -> DataElement:
-        """pydicom's conversion of one raw element (as ``Dataset.__getitem__`` does it)."""
-        holder = Dataset()
-        if depth == 0:
-            charset = self.top_ds._dict.get(BaseTag(_CHARSET))
-            if charset is not None:
-                holder._dict[BaseTag(_CHARSET)] = charset
-        else:
-            holder._parent_encoding = self.item_encoding
-        element = _raw_element(self.data, rec, vr)
-        if vr in _TEXT_VRS and element.value and element.value.translate(None, _PRINTABLE):
-            self.unsure_text = True
-        holder._dict[BaseTag(rec.tag)] = element
-        return holder[BaseTag(rec.tag)]
+        """pydicom's conversion of one raw element, as ``Dataset.__getitem__`` does it for an
+        explicit VR that is not UN (the encoding read, default for the character set itself and
+        the file meta; no ambiguous VR to correct)."""
+        del depth  # items hold no character set (refused): they were read with the data set's
+        tag = rec.tag
+        encoding = default_encoding if tag == _CHARSET or tag >> 16 == 2 else self.encoding
+        return convert_raw_data_element(_raw_element(self.data, rec, vr), encoding=encoding)
 
 
 def deidentify_direct(data: bytes, recipe: Recipe, variables: Mapping[str, Any] | None,
@@ -477,10 +470,10 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
         return None
     charset_rec = by_tag.get(_CHARSET)
     if charset_rec is not None:
-        if charset_rec.vr != b"CS":
+        if charset_rec.vr != b"CS" or not data[charset_rec.value_start:charset_rec.end].strip(b" \0"):
             return None
-        f.top_ds._dict[BaseTag(_CHARSET)] = _raw_element(data, charset_rec, "CS")
-    f.item_encoding = f.top_ds._character_set
+        f.charset_value = f.convert(charset_rec, "CS", 0).value
+        f.encoding = convert_encodings(f.charset_value)
     sop_class = _uid_of(data, by_tag.get(_SOP_CLASS)) or \
         _uid_of(data, next((r for r in meta_records if r.tag == 0x00020002), None))
     if sop_class == DICOMDIR_SOP_CLASS:
@@ -751,7 +744,7 @@ class _State:
               instance_seed: str, syntax: str) -> DirectResult:
         f = self.f
         view = memoryview(f.data)
-        encodings = "iso8859" if self.ascii_only else f.top_ds.get("SpecificCharacterSet", "iso8859")
+        encodings = "iso8859" if self.ascii_only else f.charset_value
         body = _Out(view)
         entries: list[tuple[int, _Node | DataElement]] = [
             (n.rec.tag, n) for n in self.top_nodes if not n.gone]
@@ -762,8 +755,6 @@ class _State:
                 self.encode(body, entry, encodings)
             else:
                 self.emit(body, entry, encodings, 0)
-        if self.ascii_only and f.unsure_text:
-            raise _Refused
         chunks, _n = body.done()
         klass = self.uid_text(_SOP_CLASS)
         instance = self.uid_text(_SOP_INSTANCE)
