@@ -274,7 +274,8 @@ def _options_fit(options: Any, plan: DirectPlan) -> bool:
 class _Node:
     """One element of the file: its record, static part, whether indexed, removed, its items."""
 
-    __slots__ = ("depth", "gone", "indexed", "items", "key", "new", "rec", "static", "uid", "vr")
+    __slots__ = ("depth", "gone", "indexed", "items", "key", "name", "new", "rec", "static", "uid",
+                 "vr")
 
     def __init__(self, rec: raw.RawRecord, vr: str, static: Any, indexed: bool, uid: str,
                  key: tuple[int, ...], depth: int) -> None:
@@ -288,6 +289,7 @@ class _Node:
         self.key = key  # position: sorting by (len(key), key) gives the field index's order
         self.depth = depth
         self.new: DataElement | None = None  # the changed element (REPLACE, BLANK)
+        self.name = ""  # nested name, as the field index names it
 
 
 class _Refused(Exception):
@@ -340,7 +342,7 @@ class _File:
         found = _syntax(data[syntax.value_start:syntax.end]) if syntax is not None else None
         if found is None:
             raise _Refused
-        records = raw.walk(data, offset, len(data), implicit=False)
+        records = raw.walk_explicit(data, offset, len(data))
         if not records or records[0].tag >> 16 <= 2 or records[-1].tag >> 16 == 0xFFFE:
             raise _Refused
         if all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
@@ -348,8 +350,8 @@ class _File:
         return meta, records, found[0], found[1]
 
     def level(self, records: list[raw.RawRecord], prefix: str | None, uprefix: str,
-              indexed: bool, depth: int, key: tuple[int, ...]) -> list[_Node]:
-        data = self.data
+              indexed: bool, depth: int, key: tuple[int, ...], descend: bool = True) -> list[_Node]:
+        """The nodes of one data set level (and, with ``descend``, of its items)."""
         creators: dict[int, raw.RawRecord] | None = None
         nodes: list[_Node] = []
         protected = self.protected
@@ -372,38 +374,24 @@ class _File:
             here = indexed and keyword not in protected and tagstr not in protected
             uid = f"{uprefix}{tagstr}" if uids else ""
             node = _Node(rec, vr, static, here, uid, (*key, tag), depth)
-            if vr == "SQ":
-                node.items = []
-                for i, item in enumerate(raw.items_of(data, rec, implicit=False)):
-                    sub = raw.walk(data, item.value_start, item.value_end, implicit=False)
-                    node.items.append((item, self.level(sub, name, f"{uid}__{i}__", here,
-                                                        depth + 1, (*key, tag, i))))
+            node.name = name
             nodes.append(node)
+        if descend:
+            self.descend(nodes)
         return nodes
 
-    def kept(self, records: list[raw.RawRecord]) -> set[str]:
-        """The tag strings of the (top-level or file meta) ``records`` a KEEP selector matches."""
-        plan = self.plan
-        creators: dict[int, raw.RawRecord] | None = None
-        out: set[str] = set()
-        for rec in records:
-            tag = rec.tag
-            if rec.vr not in _KNOWN_VRS:
-                raise _Refused
-            creator = None
-            if tag >> 16 & 1 and tag & 0xFFFF > 0xFF:
-                if creators is None:
-                    creators = {r.tag: r for r in records if r.tag >> 16 & 1 and r.tag & 0xFF00 == 0}
-                creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
-                if creator_rec is not None:
-                    creator = self.creator(creator_rec)
-            _vr, _keyword_, tagstr, _name, static = _kind(tag, rec.vr, creator, None)
-            hit = static.hits.get(plan.keep_key)
-            if hit is None:
-                hit = static.hits[plan.keep_key] = any(static_hit(s, static, tag) for s in plan.keeps)
-            if hit:
-                out.add(tagstr)
-        return out
+    def descend(self, nodes: list[_Node]) -> None:
+        """Walk the items of the sequences among ``nodes`` (their nodes below them)."""
+        data = self.data
+        for node in nodes:
+            if node.vr != "SQ":
+                continue
+            rec, key = node.rec, node.key
+            node.items = []
+            for i, item in enumerate(raw.items_of(data, rec, implicit=False)):
+                sub = raw.walk_explicit(data, item.value_start, item.value_end)
+                node.items.append((item, self.level(sub, node.name, f"{node.uid}__{i}__", node.indexed,
+                                                    node.depth + 1, (*key, i))))
 
     def creator(self, rec: raw.RawRecord) -> str | None:
         """The private creator pydicom gives the block (its converted value if a str)."""
@@ -485,12 +473,11 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
         if rec.tag == 0x7FE00010 and (rec.length == raw.UNDEFINED) != compressed:
             return None
     # KEEP: the tags of the top-level and file-meta elements a KEEP selector matches
+    top_nodes = f.level(records, None, "", True, 0, (0,), descend=False)
+    meta_nodes = f.level(meta_records, None, "", True, 0, (1,), descend=False)
     if plan.keeps:
-        kept = f.kept(records) | f.kept(meta_records)
-        if kept:
-            f.protected = skip | kept
-    top_nodes = f.level(records, None, "", True, 0, (0,))
-    meta_nodes = f.level(meta_records, None, "", True, 0, (1,))
+        _protect(f, [*top_nodes, *meta_nodes])
+    f.descend(top_nodes)
     state = _State(f, top_nodes, meta_nodes, variables, functions, source)
     state.uid_key = options.uid_key
     for step in plan.steps:
@@ -507,6 +494,24 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
         return None  # a changed character set: the byte-level writer decides
     state.ascii_only = charset_node is not None and charset_node.gone
     return state.write(compressed, meta_nodes, sop_class, source, syntax)
+
+
+def _protect(f: _File, nodes: list[_Node]) -> None:
+    """KEEP: the tags of the top-level and file meta elements a KEEP selector matches join the
+    skip list (at every depth), as the engine's KEEP uids do."""
+    plan = f.plan
+    kept = set()
+    for node in nodes:
+        static = node.static
+        hit = static.hits.get(plan.keep_key)
+        if hit is None:
+            hit = static.hits[plan.keep_key] = any(static_hit(s, static, node.rec.tag) for s in plan.keeps)
+        if hit:
+            kept.add(_tagstr(node.rec.tag))
+    if kept:
+        f.protected = f.skip | kept
+        for node in nodes:
+            node.indexed = node.indexed and _tagstr(node.rec.tag) not in kept
 
 
 def _uid_of(data: bytes, rec: raw.RawRecord | None) -> str | None:
