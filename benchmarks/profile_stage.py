@@ -7,6 +7,12 @@ code a worker runs, plus the in-process scheduling) under cProfile, then prints 
 by own time and the own time summed per module group (pydicom reading, pydicom writing, the
 de-identification engine, Arrow, dask, the file system ...). Writes
 ``benchmarks/results/profile-<stage>-<pixels>.pstats`` for snakeviz / pstats.
+
+    python benchmarks/profile_stage.py --breakdown [--pixels small|ct] [--recipe dicom|default|ps3.15-basic,...]
+
+prints CPU milliseconds per file (``time.process_time``, best of ``--repeat``) of each step: the
+direct path (``recipe.direct``, and the engine where it declines), the engine + byte-level
+writer, the reference pydicom path and plain pydicom read + write (the floor).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Takes a partition of ``(source, variables)`` rows and a frozen :class:`ApplyConf
 manifest record batch (:data:`~deid_batch.schemas.MANIFEST`) with exactly one row per input:
 ``written`` (a new output, or the identical output an earlier attempt of this job left), ``exists``
 (a different file is at the output path and overwrite is off), ``skipped`` or ``failed`` with a
-reason code. One bad file never stops the partition. An image storage object without pixel data is
+reason code, and which writer wrote it (``raw``: the direct path, :mod:`deid_batch.recipe.direct`,
+straight from the input's raw elements with no pydicom Dataset; ``bytes``: the engine + the
+byte-level writer; ``pydicom``: the reference encoder, where both decline). One bad file never
+stops the partition. An image storage object without pixel data is
 ``skipped/no-pixel-data`` unless ``write_no_pixel_data`` is set (then written, with a warning). A
 dataset pydicom cannot encode is ``failed/write-error`` naming the element (tag path and VR, never
 its value).
