@@ -21,8 +21,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-__all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "items_of", "walk", "walk_file",
-           "element_at", "walk_header"]
+__all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "element_at", "items_of", "walk",
+           "walk_explicit", "walk_file"]
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -92,6 +92,33 @@ def walk(data: bytes, start: int, end: int, *, implicit: bool) -> list[RawRecord
             raise Unsupported("elements out of tag order")
         last = record.tag
         out.append(record)
+        pos = record.end
+    return out
+
+
+def walk_explicit(data: bytes, start: int, end: int) -> list[RawRecord]:
+    """``walk(data, start, end, implicit=False)`` in one loop (the same records, the same refusals)."""
+    out: list[RawRecord] = []
+    append = out.append
+    unpack = _TAG_VR_LEN.unpack_from
+    long_vrs = _LONG_VRS
+    pos, last = start, -1
+    while pos < end:
+        if pos + 8 > end:
+            raise Unsupported("bytes left over after the last element")
+        group, elem, vr, length = unpack(data, pos)
+        tag = group << 16 | elem
+        if group == 0xFFFE or not (vr.isalpha() and vr.isupper()) or vr in long_vrs:
+            record = _element(data, pos, end, implicit=False)  # the general path (and its errors)
+        else:
+            stop = pos + 8 + length
+            if stop > end:
+                raise Unsupported("a value runs past its container")
+            record = RawRecord(tag, vr, pos, pos + 8, length, stop)
+        if record.tag <= last:
+            raise Unsupported("elements out of tag order")
+        last = record.tag
+        append(record)
         pos = record.end
     return out
 
@@ -197,29 +224,6 @@ def items_of(data: bytes, record: RawRecord, *, implicit: bool) -> list[RawItem]
 
 #: PixelData, DoubleFloatPixelData, FloatPixelData: where pydicom's ``stop_before_pixels`` stops
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-
-
-def walk_header(data: bytes, start: int, end: int, *, implicit: bool) -> tuple[list[RawRecord], int | None]:
-    """The top-level elements before the pixel data, as ``stop_before_pixels`` reads them.
-
-    Returns the records (tags strictly increasing) and the offset of the first pixel data element
-    (:data:`PIXEL_TAGS`; its header is not read), or ``None`` when the data set ends without one.
-    """
-    out: list[RawRecord] = []
-    pos, last = start, -1
-    while pos < end:
-        if pos + 8 > end:
-            raise Unsupported("bytes left over after the last element")
-        tag = (data[pos] | data[pos + 1] << 8) << 16 | data[pos + 2] | data[pos + 3] << 8
-        if tag in PIXEL_TAGS:
-            return out, pos
-        record = _element(data, pos, end, implicit=implicit)
-        if record.tag <= last:
-            raise Unsupported("elements out of tag order")
-        last = record.tag
-        out.append(record)
-        pos = record.end
-    return out, None
 
 
 def element_at(data: bytes, pos: int, end: int, *, implicit: bool) -> RawRecord:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, MutableSequence
-from typing import Any, NamedTuple, Union
+from typing import Any, Union
 
 from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
@@ -143,14 +143,6 @@ def read_header(path: str, data: bytes | None) -> tuple[bytes, int]:
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         return f.read(min(size, _CHUNK)), size
-
-
-class _Level(NamedTuple):
-    """What decoding one data set (the top level or an item) needs."""
-
-    data: bytes
-    implicit: bool
-    encoding: Callable[[], Encoding]
 
 
 def flatten_file(path: str, data: bytes, size: int, rows: Rows, skip: frozenset[str],
@@ -480,8 +472,3 @@ def _fragments(header: Callable[[int], bytes], pos: int, size: int) -> None:
         pos += 8 + length
         if pos > size:
             raise Unsupported("the file ends inside encapsulated pixel data")
-
-
-def _raw_element(data: bytes, record: RawRecord, vr: str, implicit: bool) -> RawDataElement:
-    return RawDataElement(BaseTag(record.tag), None if implicit else vr, record.length,
-                          _value(data, record), record.value_start, implicit, True, True)

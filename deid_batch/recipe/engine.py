@@ -226,11 +226,6 @@ class _Run:
         self._full: FieldIndex | None = None
         self.action: RecipeAction | None = None
         self.fast = fast
-        self.shields: list[Selector] = [
-            s for s in (compile_selector(a.field) for a in recipe.header
-                        if a.action in ("REPLACE", "JITTER") and a.field)
-            if s.kind not in ("values", "fields")
-        ]
 
     # ------------------------------------------------------------------------------ helpers
     def warn(self, action: RecipeAction, message: str) -> None:
@@ -463,9 +458,18 @@ class _Run:
         return self.index.select(selector)
 
     def shielded(self, fld: DicomField) -> bool:
-        """REMOVE exclusion: a current entry matched by any REPLACE/JITTER selector."""
+        """REMOVE exclusion: a current entry matched by any REPLACE/JITTER selector (the static
+        selectors decided once per field kind, see :class:`~deid_batch.recipe.plan.Shields`)."""
         current = self.index.fields.get(fld.uid)
-        return current is not None and any(s.matches(current) for s in self.shields)
+        if current is None:
+            return False
+        shields = plan_of(self.recipe).shields
+        hit = current.hits.get(shields.memo_key)
+        if hit is None:
+            tag = int(current.tag)
+            hit = current.hits[shields.memo_key] = any(static_hit(s, current.static, tag)
+                                                       for s in shields.static)
+        return hit or any(s.matches(current) for s in shields.others)
 
     # ------------------------------------------------------------------------------ values
     def resolve(self, raw: str, target: DicomField | str) -> Any:
@@ -828,12 +832,27 @@ def deidentify_dataset_generic(ds: pydicom.Dataset, recipe: Recipe | str | None 
     return _deidentify(ds, recipe, variables, functions, options, source, fast=False, base=base)
 
 
+def _resolved(recipe: Recipe | str | None, base: Any) -> Recipe:
+    """``recipe`` on ``base`` (a Recipe object keeps the result: loaded once, not per dataset)."""
+    if not isinstance(recipe, Recipe):
+        return load_recipe(recipe, base=base)
+    if recipe.resolved:
+        return recipe
+    if not isinstance(base, (str, type(None))):
+        return load_recipe(recipe, base=base)
+    cache: dict[str | None, Recipe] = recipe.__dict__.setdefault("_resolved_on", {})
+    found = cache.get(base)
+    if found is None:
+        found = cache[base] = load_recipe(recipe, base=base)
+    return found
+
+
 def _deidentify(ds: pydicom.Dataset, recipe: Recipe | str | None,
                 variables: Mapping[str, Any] | None,
                 functions: Mapping[str, Callable[..., Any]] | None,
                 options: EngineOptions | None, source: str | None, *, fast: bool,
                 base: Any = DEFAULT_BASE, finish: bool = True) -> EngineResult:
-    rec = recipe if isinstance(recipe, Recipe) and recipe.resolved else load_recipe(recipe, base=base)
+    rec = _resolved(recipe, base)
     run = _Run(ds, rec, variables or {}, functions or {}, options or EngineOptions(),
                source or "<dataset>", fast, finish)
     try:

@@ -418,9 +418,12 @@ class FieldIndex:
     def exact(self, key: str) -> list[DicomField]:
         """deid ``get_exact_matches``: the tables concatenated, de-duplicated by uid."""
         found: dict[str, DicomField] = {}
+        tables = self.tables
         for table in _TABLES:
-            for uid, entry in self.tables[table].get(key, {}).items():
-                found.setdefault(uid, entry)
+            bucket = tables[table].get(key)
+            if bucket:
+                for uid, entry in bucket.items():
+                    found.setdefault(uid, entry)
         return list(found.values())
 
     def select(self, selector: Selector) -> list[DicomField]:

@@ -110,9 +110,11 @@ class Recipe:
         return frozenset(name for name, _ in self.values)
 
     def __getstate__(self) -> dict[str, Any]:
-        # the compiled plan (engine.plan_of) is not pickled: each worker compiles its own once
+        # the compiled plans (engine.plan_of, direct.direct_plan_of) and the recipe resolved on its
+        # base (engine) are not pickled: each worker computes its own once
         state = dict(self.__dict__)
-        state.pop("_plan", None)
+        for cached in ("_plan", "_direct", "_resolved_on"):
+            state.pop(cached, None)
         return state
 
     def fields_names(self) -> frozenset[str]:

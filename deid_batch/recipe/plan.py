@@ -84,7 +84,36 @@ class Plan:
 
     steps: tuple[Step, ...]
     whitelist: Whitelist | None
+    #: the REPLACE/JITTER selectors that shield elements from REMOVE (:class:`Shields`)
+    shields: Shields = field(default_factory=lambda: Shields((), (), "shield"))
 
+
+@dataclass(frozen=True)
+class Shields:
+    """REMOVE's exclusion, split so that most of it is decided once per field kind: ``static``
+    selectors (memoised in ``_Static.hits`` under ``memo_key``) and the ``others`` (``select:VR``,
+    exact nested uids), which read the entry itself."""
+
+    static: tuple[Selector, ...]
+    others: tuple[Selector, ...]
+    memo_key: str
+
+
+def _shields(recipe: Recipe) -> Shields:
+    static: list[Selector] = []
+    others: list[Selector] = []
+    for action in recipe.header:
+        if action.action not in ("REPLACE", "JITTER") or not action.field:
+            continue
+        selector = compile_selector(action.field)
+        if selector.kind in ("values", "fields"):
+            continue
+        if _static(selector):
+            static.append(selector)
+        if not _static(selector) or selector.kind == "exact" and "__" in selector.key:
+            others.append(selector)  # read per entry (its VR, its uid)
+    key = "shield\x00" + "\x00".join(f"{s.kind}\x01{s.key}\x01{s.group}" for s in static)
+    return Shields(tuple(static), tuple(others), key)
 
 def _static(selector: Selector) -> bool:
     """Decidable from a field's static part, and cannot fail while deciding (a recipe that went
@@ -165,4 +194,4 @@ def compile_plan(recipe: Recipe) -> Plan:
     # those conversions, and any error they raise, under the REMOVE line that deid blames
     batch = not any(a.action in ("REPLACE", "JITTER") and a.field
                     and compile_selector(a.field).kind == "vr" for a in recipe.header)
-    return Plan(_steps(recipe.header, batch), _whitelist(recipe))
+    return Plan(_steps(recipe.header, batch), _whitelist(recipe), _shields(recipe))

@@ -4,7 +4,10 @@ Takes a partition of ``(source, variables)`` rows and a frozen :class:`ApplyConf
 manifest record batch (:data:`~deid_batch.schemas.MANIFEST`) with exactly one row per input:
 ``written`` (a new output, or the identical output an earlier attempt of this job left), ``exists``
 (a different file is at the output path and overwrite is off), ``skipped`` or ``failed`` with a
-reason code. One bad file never stops the partition. An image storage object without pixel data is
+reason code, and which writer wrote it (``raw``: the direct path, :mod:`deid_batch.recipe.direct`,
+straight from the input's raw elements with no pydicom Dataset; ``bytes``: the engine + the
+byte-level writer; ``pydicom``: the reference encoder, where both decline). One bad file never
+stops the partition. An image storage object without pixel data is
 ``skipped/no-pixel-data`` unless ``write_no_pixel_data`` is set (then written, with a warning). A
 dataset pydicom cannot encode is ``failed/write-error`` naming the element (tag path and VR, never
 its value).
@@ -27,6 +30,7 @@ from deid_batch.dicom.rewrite import read_input, rewrite
 from deid_batch.dicom.writing import Outcome, encode, unencodable_element, write_atomic
 from deid_batch.errors import DatasetError
 from deid_batch.hygiene import no_value_logging
+from deid_batch.recipe.direct import deidentify_direct
 from deid_batch.recipe.engine import EngineOptions, deidentify_dataset, finish_dataset
 from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
@@ -60,6 +64,9 @@ class ApplyConfig:
     #: ``--clean-pixels``: blank the %filter regions before the header recipe (None: pixels untouched)
     pixels: PixelConfig | None = None
     byte_writer: bool = True  # False: always convert and encode with pydicom (the reference path)
+    #: try the direct path first (``recipe.direct``: no pydicom Dataset; writer ``raw``); needs
+    #: ``byte_writer``. False: always the engine (the reference the direct path is tested against)
+    direct: bool = True
     #: fsspec options for URL inputs and outputs (may hold secrets: not in the repr)
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: the manifest folder when the run writes linkage files (:mod:`deid_batch.stages.linkage`)
@@ -96,6 +103,14 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status(status), f"{Reason(reason).value}: {message}", (), partition)
     out = output_path(config.output_folder, config.name_key, source)
     label = os.path.basename(out)
+    # the direct path writes no linkage pairs (a run that records them takes the engine's path)
+    if data is not None and config.direct and config.byte_writer and config.pixels is None and \
+            config.linkage_folder is None:
+        direct = deidentify_direct(data, config.recipe, variables, config.options, label,
+                                   dict(config.functions))
+        if direct is not None:  # straight from the raw elements (else: the engine decides)
+            return _store(source, out, direct.data, direct.warnings, partition, config,
+                          direct.sop_instance_uid, "raw")
     try:
         ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data, data=data)
     except DatasetError as exc:
@@ -141,6 +156,14 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
                           instance_seed=label)
         except Exception as exc:  # noqa: BLE001 - pydicom cannot write some values back
             return _row(source, None, Status.FAILED, _write_error(result.dataset, exc), warnings, partition)
+    row = _store(source, out, encoded, warnings, partition, config, _sop_instance_uid(result.dataset),
+                 writer)
+    return _with_linkage(row, before, result.dataset) if row["status"] == Status.WRITTEN.value else row
+
+
+def _store(source: str, out: str, encoded: bytes, warnings: list[str], partition: int,
+           config: ApplyConfig, uid: str | None, writer: str) -> dict[str, Any]:
+    """Write the output and return the file's manifest row."""
     try:
         if storage.is_url(out):
             outcome = storage.put_object(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
@@ -151,12 +174,10 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         return _row(source, None, Status.FAILED,
                     f"{Reason.WRITE_ERROR.value}: cannot write {out}: {exc.strerror or type(exc).__name__}",
                     warnings, partition)
-    uid = _sop_instance_uid(result.dataset)
     if outcome is Outcome.EXISTS:
         return _row(source, out, Status.EXISTS, "exists: already exists, overwrite set to False. Not writing.",
                     warnings, partition, uid, writer)
-    return _with_linkage(_row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer),
-                         before, result.dataset)
+    return _row(source, out, Status.WRITTEN, None, warnings, partition, uid, writer)
 
 
 def _with_linkage(row: dict[str, Any], before: linkage.Snapshot | None, ds: Any) -> dict[str, Any]:

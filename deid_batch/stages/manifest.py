@@ -104,7 +104,9 @@ class Summary:
         if self.unused_rows:
             out.append(f"  mapping rows matching no file: {self.unused_rows}")
         if self.by_writer:
-            out.append(f"  encoded: {self.by_writer.get('bytes', 0)} by the byte-level writer, "
+            direct = self.by_writer.get("raw", 0)  # recipe.direct: straight from the raw elements
+            out.append(f"  encoded: {self.by_writer.get('bytes', 0) + direct} by the byte-level writer "
+                       f"({direct} straight from the raw elements), "
                        f"{self.by_writer.get('pydicom', 0)} by pydicom (fallback)")
         if self.warnings:
             out.append(f"  warnings: {self.warnings} on {self.files_with_warnings} files "
