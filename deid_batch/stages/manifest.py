@@ -3,12 +3,17 @@
 The manifest is a folder (by default ``OUTDIR.manifest`` beside the output) holding a Parquet
 dataset readable with ``pyarrow.dataset.dataset(folder)`` (the folder is created 0700 and its
 files 0600: it is a linkage file): one ``part-NNNNNN.parquet`` file per
-finished partition, written atomically as partitions finish, so a crash loses at most the partitions
-in flight. Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
+finished partition, written atomically by the worker that ran the partition (the client writes
+only the parts of partitions whose workers were lost), so a crash loses at most the partitions in
+flight, and the client receives counts (:class:`PartResult`), never rows. Whole-table questions
+(:meth:`ManifestStore.shared_uids`) are answered by a pyarrow dataset scan of the columns needed.
+Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
 ``_run.json`` (the run fingerprint that ``--resume`` checks, with the recipe stack), ``_recipe.json``
 (the effective recipe, base included, in deid's dict shape: ``load_recipe(dict, base=None)``),
 ``_key`` (the run key, mode 0600) and
-``_identifiers.parquet`` (when ``apply`` gathered the identifiers itself).
+``_identifiers.parquet`` (when ``apply`` gathered the identifiers itself), ``_mapping.parquet``
+(the mapping, sorted by its entity key, that the workers join their partitions with) and
+``_keys.parquet`` (identifier keys given as a table or read off the mapping's ``source`` column).
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from deid_batch.hygiene import private_file
 from deid_batch.schemas import MANIFEST, Status
 from deid_batch.stages import storage
 
-__all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
+__all__ = ["ManifestStore", "PartResult", "Summary", "default_manifest_dir", "read_manifest"]
 
 RUN_FILE = "_run.json"
 RECIPE_FILE = "_recipe.json"
 #: fingerprint entries that describe a run without being settings: not compared by --resume
 _NOT_SETTINGS = frozenset({"run_stamp"})
+#: schema metadata key of a part's counts (see :meth:`ManifestStore.write_part`)
+_COUNTS = "deid_batch.counts"
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +89,18 @@ class Summary:
         if "writer" in batch.schema.names:
             self.by_writer.update(w for w in batch.column("writer").to_pylist() if w)
 
+    def merge(self, other: Summary) -> None:
+        """Add the counts of ``other`` (a partition's) to these."""
+        self.total += other.total
+        self.by_status.update(other.by_status)
+        self.by_reason.update(other.by_reason)
+        self.warnings += other.warnings
+        self.files_with_warnings += other.files_with_warnings
+        self.unmapped += other.unmapped
+        self.unused_rows += other.unused_rows
+        self.not_in_ids += other.not_in_ids
+        self.by_writer.update(other.by_writer)
+
     @property
     def failed(self) -> int:
         return self.by_status.get(Status.FAILED.value, 0)
@@ -109,6 +128,25 @@ class Summary:
             out.append(f"  same SOPInstanceUID: {self.shared_uid_outputs} outputs share {self.shared_uids} "
                        "UIDs (see the manifest's sop_instance_uid column; check the recipe's new UIDs)")
         return out
+
+
+@dataclass
+class PartResult:
+    """What a worker sends back for a partition whose manifest part it wrote: counts, no rows.
+
+    ``exists`` lists the outputs found already there (``exists`` status; logged by the client).
+    """
+
+    partition: int
+    summary: Summary
+    exists: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, partition: int, batch: pa.RecordBatch, unmapped: int = 0, not_in_ids: int = 0) -> PartResult:
+        summary = Summary(unmapped=unmapped, not_in_ids=not_in_ids)
+        summary.add(batch)
+        exists = batch.filter(pc.equal(batch.column("status"), Status.EXISTS.value)).column("output").to_pylist()
+        return cls(partition, summary, [o for o in exists if o])
 
 
 class ManifestStore:
@@ -183,24 +221,44 @@ class ManifestStore:
                 done.add(int(name[5:-8]))
         return done
 
-    def write_part(self, partition: int, batch: pa.RecordBatch) -> None:
-        """Write one partition's rows atomically (local: ``_part-N.tmp`` + rename; objects: one put)."""
+    def write_part(self, partition: int, batch: pa.RecordBatch, counts: Mapping[str, int] | None = None) -> None:
+        """Write one partition's rows atomically (local: ``_part-N.tmp`` + rename; objects: one put).
+
+        ``counts`` (e.g. the partition's files without a mapping row) are kept in the part's
+        schema metadata, so a resumed run can still count them (:meth:`read_counts`).
+        """
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST), sink)
+        schema = MANIFEST.with_metadata({_COUNTS: json.dumps(dict(counts or {}), sort_keys=True)})
+        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST).cast(schema), sink)
         data = sink.getvalue().to_pybytes()
         if self.dir.url:
             self.dir.write_bytes(self._part_name(partition), data)
             return
-        tmp = os.path.join(self.folder, f"_part-{partition:06d}.tmp")
+        # a name of its own per writer: a retried task may write while a lost attempt still does
+        tmp = os.path.join(self.folder, f"_part-{partition:06d}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         private_file(tmp)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.part_path(partition))
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.part_path(partition))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def read_part(self, partition: int) -> pa.Table:
         if self.dir.url:
             return pq.read_table(pa.BufferReader(self.dir.read_bytes(self._part_name(partition))), schema=MANIFEST)
         return pq.read_table(self.part_path(partition), schema=MANIFEST)
+
+    def read_counts(self, partition: int) -> dict[str, int]:
+        """The ``counts`` :meth:`write_part` kept with a part (empty for parts without them)."""
+        if self.dir.url:
+            schema = pq.read_schema(pa.BufferReader(self.dir.read_bytes(self._part_name(partition))))
+        else:
+            schema = pq.read_schema(self.part_path(partition))
+        raw = (schema.metadata or {}).get(_COUNTS.encode())
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def read(self) -> pa.Table:
         return read_manifest(self.folder, self.dir.options)
