@@ -45,7 +45,7 @@ from deid_batch.stages import parts, storage
 from deid_batch.stages import verify as verify_mod
 from deid_batch.stages.apply import ApplyConfig, RecordConfig, apply_and_record, apply_paths
 from deid_batch.stages.detect import DetectConfig, detect_partition
-from deid_batch.stages.discover import check_output_location, discover, discover_paths
+from deid_batch.stages.discover import PathList, check_output_location, discover, discover_paths
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.manifest import (
     RECIPE_FILE,
@@ -154,11 +154,19 @@ def _files_arg(files: Any, dicom_files: Any) -> Any:
 def _sources_digest(paths: Any) -> str:
     """sha256 of the input paths, in order (read chunk by chunk off an Arrow array)."""
     h = hashlib.sha256()
-    chunks = paths.chunks if isinstance(paths, pa.ChunkedArray) else [paths]
-    for chunk in chunks:
+    for chunk in _chunks(paths):
         for p in (chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk):
             h.update(p.encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()
+
+
+def _chunks(paths: Any) -> Any:
+    """The paths chunk by chunk (Arrow arrays, or the list itself)."""
+    if isinstance(paths, PathList):
+        return paths.chunks()
+    if isinstance(paths, pa.ChunkedArray):
+        return paths.chunks
+    return [paths]
 
 
 def _notify(progress: Progress | None, done: int, total: int) -> None:
@@ -167,7 +175,7 @@ def _notify(progress: Progress | None, done: int, total: int) -> None:
 
 
 # ---------------------------------------------------------------------------- scan
-Paths: TypeAlias = "list[str] | pa.Array | pa.ChunkedArray"
+Paths: TypeAlias = "list[str] | pa.Array | pa.ChunkedArray | PathList"
 
 
 def run_scan(paths: Paths, scan_config: ScanConfig, executor: Executor, *,
@@ -316,7 +324,7 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
     scan_config = ScanConfig(entity_id or cfg.entity_id or "PatientID",
                              item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences,
                              dict(storage_options or {}))
-    paths = discover(_files_arg(files, dicom_files), storage_options)
+    paths = discover_paths(_files_arg(files, dicom_files), storage_options)
     with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         table, errors = run_scan(paths, scan_config, ex, progress=progress)
     if errors.num_rows:
@@ -625,10 +633,10 @@ def _check_ids_cover(paths: Paths, keys: KeysSource, ids_name: str,
     dataset = _keys_dataset(keys, options)
     if dataset.count_rows(filter=pc.field("source").isin(sample)):
         return
-    chunks = paths.chunks if isinstance(paths, pa.ChunkedArray) else [pa.array(paths, pa.string())]
     for batch in dataset.to_batches(columns=["source"]):
         column = batch.column("source").cast(pa.string())
-        if any(pc.any(pc.is_in(column, value_set=c)).as_py() for c in chunks if len(c)):
+        if any(pc.any(pc.is_in(column, value_set=c if isinstance(c, pa.Array) else pa.array(c, pa.string()))).as_py()
+               for c in _chunks(paths) if len(c)):
             return
     raise ConfigError(
         f"{ids_name} holds none of the {len(paths)} input files (made from another archive or "
@@ -637,6 +645,8 @@ def _check_ids_cover(paths: Paths, keys: KeysSource, ids_name: str,
 
 
 def _head(paths: Paths, n: int) -> list[str]:
+    if isinstance(paths, PathList):
+        return paths.take_range(0, n)
     if isinstance(paths, (pa.Array, pa.ChunkedArray)):
         head: list[str] = paths.slice(0, n).to_pylist()
         return head
@@ -651,7 +661,8 @@ def _keys_from_sources(paths: Paths, mapping: pa.Table, entity: str, item: str) 
     sources = mapping.column("source").cast(pa.string())
     if sources.null_count or pc.count_distinct(sources).as_py() != len(sources):
         return None
-    wanted = paths if isinstance(paths, (pa.Array, pa.ChunkedArray)) else pa.array(paths, pa.string())
+    wanted = (paths.to_arrow() if isinstance(paths, PathList)  # (the mapping names every file: as big)
+              else paths if isinstance(paths, (pa.Array, pa.ChunkedArray)) else pa.array(paths, pa.string()))
     wanted = wanted.combine_chunks() if isinstance(wanted, pa.ChunkedArray) else wanted
     if not pc.all(pc.is_in(wanted, value_set=sources.combine_chunks())).as_py() and len(wanted):
         return None

@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from deid_batch.api import run_apply, run_scan
+from deid_batch.schemas import MANIFEST
 from deid_batch.stages import discover as discover_mod
 from deid_batch.stages.apply import ApplyConfig, RecordConfig, apply_and_record
-from deid_batch.stages.discover import discover, discover_paths
+from deid_batch.stages.discover import PathList, discover, discover_paths
 from deid_batch.stages.manifest import ManifestStore, PartResult
 from deid_batch.stages.mapping import (
     PartitionJoin,
@@ -32,14 +33,27 @@ from deid_batch.stages.scan import ScanConfig
 RECIPE = {"format": "dicom", "header": [{"action": "REPLACE", "field": "PatientID", "value": "var:id"}]}
 
 
-def test_discovery_returns_the_paths_in_arrow_chunks_in_the_listed_order(small_archive, monkeypatch):
+def test_discovery_returns_arrow_chunks_spilled_to_disk_in_the_listed_order(small_archive, monkeypatch):
     monkeypatch.setattr(discover_mod, "CHUNK", 5)
     paths = discover_paths(small_archive)
-    assert isinstance(paths, pa.ChunkedArray)
-    assert paths.type == pa.string()
-    assert paths.num_chunks == 5 and max(len(c) for c in paths.chunks) == 5  # 24 paths, 5 per chunk
-    assert paths.to_pylist() == discover(small_archive)
-    assert len(set(paths.to_pylist())) == 24
+    assert isinstance(paths, PathList)
+    assert len(paths) == 24 and paths.num_chunks == 5  # 24 paths, 5 per chunk
+    chunks = list(paths.chunks())
+    assert all(isinstance(c, pa.Array) and c.type == pa.string() for c in chunks)
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 4]
+    spill = paths._spill
+    assert spill is not None and oct(os.stat(spill).st_mode & 0o777) == "0o600"
+    listed = discover(small_archive)
+    assert paths.to_pylist() == listed and len(set(listed)) == 24
+    for start, stop in [(0, 3), (3, 12), (9, 10), (20, 30), (24, 30)]:
+        assert paths.take_range(start, stop) == listed[start:stop]
+    paths.close()
+    assert not os.path.exists(spill)
+
+
+def test_a_small_discovery_stays_in_memory(small_archive):
+    paths = discover_paths(small_archive)
+    assert paths._spill is None and paths.to_pylist() == discover(small_archive)
 
 
 class Recorded(Sequence[str]):
@@ -194,3 +208,16 @@ def test_open_executor_sync_runs_worker_functions_in_this_process(small_archive,
     with open_executor("sync") as ex:
         results = list(run_partitions(ex, _first_and_count, discover_paths(small_archive), None, size=10))
     assert [n for _i, _r, n in results] == [10, 10, 4]
+
+
+def test_shared_uids_counted_in_buckets_equal_one_pass(tmp_path):
+    store = ManifestStore(str(tmp_path / "m"))
+    store.dir.create()
+    uids = ["1.2.3", "1.2.3", "1.2.4", "1.2.40", "1.2.40", "1.2.40", "9", None, "x.y", "x.y", "7."]
+    for part in range(3):
+        rows = [{"source": f"/in/{part}/{i}", "output": f"/out/{part}/{i}", "status": "written",
+                 "partition": part, "sop_instance_uid": u, "warnings": []}
+                for i, u in enumerate(uids) if i % 3 == part]
+        store.write_part(part, pa.RecordBatch.from_pylist(rows, schema=MANIFEST))
+    assert store.shared_uids() == (3, 7)
+    assert store.shared_uids(rows_per_pass=1) == (3, 7)  # 10 passes, one bucket of last characters each

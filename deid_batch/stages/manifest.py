@@ -263,12 +263,43 @@ class ManifestStore:
     def read(self) -> pa.Table:
         return read_manifest(self.folder, self.dir.options)
 
-    def shared_uids(self) -> tuple[int, int]:
-        """(SOPInstanceUIDs written by more than one output, outputs ending with one of them)."""
+    def shared_uids(self, rows_per_pass: int = 2_000_000) -> tuple[int, int]:
+        """(SOPInstanceUIDs written by more than one output, outputs ending with one of them).
+
+        A dataset scan of the ``sop_instance_uid`` column of written rows. Above ``rows_per_pass``
+        rows the UIDs are counted in up to 10 passes, each holding the UIDs whose last character
+        falls in its bucket (two equal UIDs share their last character), so the client holds at
+        most about ``rows_per_pass`` UIDs at a time.
+        """
         fs, where = self.dir.open_dataset_source()
-        table = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs).to_table(
-            columns=["sop_instance_uid"], filter=pc.field("status") == Status.WRITTEN.value)
-        counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
-        counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),
-                                       pc.is_valid(counts["sop_instance_uid"])))
-        return counts.num_rows, int(pc.sum(counts["count_all"]).as_py() or 0)
+        dataset = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs)
+        written = pc.field("status") == Status.WRITTEN.value
+        passes = min(10, max(1, -(-dataset.count_rows(filter=written) // max(1, rows_per_pass))))
+        shared = outputs = 0
+        for bucket in range(passes):
+            batches = []
+            for batch in dataset.to_batches(columns=["sop_instance_uid"], filter=written):
+                uids = batch.column("sop_instance_uid")
+                if passes > 1:
+                    last = pc.index_in(pc.utf8_slice_codeunits(uids, -1), value_set=_LAST_CHARS)
+                    uids = uids.filter(pc.equal(_bucket(last, passes), bucket))
+                batches.append(uids)
+            if not batches:
+                continue
+            table = pa.table({"sop_instance_uid": pa.chunked_array(batches, pa.string())})
+            counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
+            counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),
+                                           pc.is_valid(counts["sop_instance_uid"])))
+            shared += counts.num_rows
+            outputs += int(pc.sum(counts["count_all"]).as_py() or 0)
+        return shared, outputs
+
+
+#: the characters a UID ends with (anything else, and nulls, go to bucket 0)
+_LAST_CHARS = pa.array(list("0123456789."), pa.string())
+
+
+def _bucket(index: pa.Array, passes: int) -> pa.Array:
+    """``index % passes`` (nulls: 0) with Arrow kernels."""
+    i = pc.fill_null(index, 0).cast(pa.int64())
+    return pc.subtract(i, pc.multiply(pc.divide(i, passes), passes))

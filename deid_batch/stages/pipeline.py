@@ -32,7 +32,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import dask
 import pyarrow as pa
@@ -387,13 +387,23 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-Items: TypeAlias = "Sequence[Any] | pa.Array | pa.ChunkedArray"
+class Ranged(Protocol):
+    """Items read by range (:class:`deid_batch.stages.discover.PathList`: paths in a spill file)."""
+
+    def __len__(self) -> int: ...
+
+    def take_range(self, start: int, stop: int) -> list[Any]: ...
+
+
+Items: TypeAlias = "Sequence[Any] | pa.Array | pa.ChunkedArray | Ranged"
 
 
 def _slice(items: Items, start: int, stop: int) -> list[Any]:
     """``items[start:stop]`` as a list: built when the partition is submitted, dropped when it is done."""
     if isinstance(items, (pa.Array, pa.ChunkedArray)):
         return list(items.slice(start, stop - start).to_pylist())
+    if hasattr(items, "take_range"):
+        return items.take_range(start, stop)
     return list(items[start:stop])
 
 
@@ -423,7 +433,7 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Items, con
                    ) -> Iterator[tuple[int, T, int]]:
     """Run ``func(partition_items, config, index)`` over the partitions of ``items``.
 
-    ``items`` is a sequence or an Arrow array (e.g. the paths of
+    ``items`` is a sequence, an Arrow array or a :class:`Ranged` (e.g. the paths of
     :func:`deid_batch.stages.discover.discover_paths`); partition ``i`` is
     ``items[i * size:(i + 1) * size]``, turned into a list only when its task is submitted.
     Yields ``(partition index, result, number of items)`` as partitions finish (in order on the
