@@ -681,6 +681,38 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+def _copy_keys_file(source: str, folder: storage.Folder, options: Mapping[str, Any] | None) -> None:
+    """The key columns of an identifiers file as ``_keys.parquet``, streamed batch by batch.
+
+    Row groups of 65,536 rows in input order: a worker's range filter on ``source`` reads only the
+    few row groups of its partition, and the footer stays small (an identifiers file has a row
+    group per scan partition and every header field).
+    """
+    dataset = _keys_dataset(source, options)
+    schema = pa.schema([(n, pa.string()) for n in _KEYS])
+    tmp = _private_tmp()
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            held: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in dataset.to_batches(columns=list(_KEYS)):
+                held.append(batch)
+                rows += batch.num_rows
+                if rows >= 65536:
+                    writer.write_table(pa.Table.from_batches(held).cast(schema), row_group_size=65536)
+                    held, rows = [], 0
+            if held:
+                writer.write_table(pa.Table.from_batches(held).cast(schema), row_group_size=65536)
+        if folder.url:
+            storage.upload_file(tmp, folder.path(_KEYS_FILE), options)
+        else:
+            private_file(folder.path(_KEYS_FILE) + ".tmp")
+            shutil.copyfile(tmp, folder.path(_KEYS_FILE) + ".tmp")
+            os.replace(folder.path(_KEYS_FILE) + ".tmp", folder.path(_KEYS_FILE))
+    finally:
+        os.unlink(tmp)
+
+
 def _partition_join(paths: Paths, keys: KeysSource | None, mapping: pa.Table | None,
                     entity: str, item: str, cfg: DeidConfig, ex: Executor, report: ApplyReport,
                     name: str = "mapping", options: Mapping[str, Any] | None = None) -> PartitionJoin | None:
@@ -689,7 +721,8 @@ def _partition_join(paths: Paths, keys: KeysSource | None, mapping: pa.Table | N
     No mapping: no identifiers are needed and none are gathered. With a mapping but no identifiers
     table, the keys come from the mapping's ``source`` column when it names every input (deid's
     ``as_lookup`` dict carries each file's source), otherwise from a scan of the inputs (written
-    to ``_identifiers.parquet`` by the workers). The mapping is written once, sorted by its entity
+    to ``_identifiers.parquet`` by the workers); their key columns are copied once into
+    ``_keys.parquet`` (row groups of 65,536 rows). The mapping is written once, sorted by its entity
     key, as ``_mapping.parquet`` in the manifest folder (a linkage file, like the manifest); each
     worker reads only the rows of its partition's entities.
     """
@@ -698,18 +731,17 @@ def _partition_join(paths: Paths, keys: KeysSource | None, mapping: pa.Table | N
     folder = storage.Folder(report.manifest, options)
     if keys is None:
         keys = _keys_from_sources(paths, mapping, entity, item)
-    location: str
     if keys is None:
-        location = folder.path(_IDS_FILE)
+        keys = folder.path(_IDS_FILE)
         logger.info("gathering identifiers of %d files for the mapping join", len(paths))
         run_scan(paths, ScanConfig(entity, item, cfg.skip, storage_options=dict(options or {})), ex,
-                 parquet_path=location, keep_fields=False, keep_keys=False)
-        report.identifiers = location
-    elif isinstance(keys, pa.Table):
+                 parquet_path=keys, keep_fields=False, keep_keys=False)
+        report.identifiers = keys
+    if isinstance(keys, pa.Table):
         folder.write_bytes(_KEYS_FILE, _parquet_bytes(keys.sort_by([("source", "ascending")])))
-        location = folder.path(_KEYS_FILE)
     else:
-        location = keys
+        _copy_keys_file(keys, folder, options)
+    location = folder.path(_KEYS_FILE)
     text = as_text_table(mapping, name=name)
     folder.write_bytes(_MAPPING_FILE, _parquet_bytes(text.sort_by([(entity, "ascending")])))
     return PartitionJoin(location, folder.path(_MAPPING_FILE), entity, item, name, dict(options or {}))

@@ -185,6 +185,9 @@ def test_apply_with_a_mapping_joins_on_the_workers_and_counts_like_one_join(smal
     mapped = dict(zip(manifest.column("source").to_pylist(), manifest.column("mapped").to_pylist()))
     assert mapped == {s: v is not None for s, v in whole.per_source()}
     assert (tmp_path / "out.manifest" / "_mapping.parquet").exists()
+    keys_copy = pq.read_table(tmp_path / "out.manifest" / "_keys.parquet")  # what the workers read
+    assert keys_copy.column_names == ["source", "entity_id", "item_id"]
+    assert keys_copy.column("source").to_pylist() == keys.column("source").to_pylist()
 
 
 def test_a_resumed_run_counts_the_join_of_the_partitions_done_before(small_archive, tmp_path, key_file):
