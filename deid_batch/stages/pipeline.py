@@ -488,15 +488,10 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Items, con
     index: dict[str, int] = {}
     running = as_completed()
 
-    # The config (compiled recipe) is one graph node shared by every task: the workers
-    # deserialise it once (not once per queued task) and it is not shipped with each task.
-    shared = dask.delayed(config, traverse=False)
-    call = dask.delayed(func, pure=False)
-
     def submit_next() -> None:
         i = next(waiting, None)
         if i is not None:
-            future = executor.client.compute(call(chunk(i), shared, i))
+            future = executor.client.submit(func, chunk(i), config, i, pure=False)
             index[future.key] = i
             running.add(future)
 
