@@ -16,15 +16,18 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -39,26 +42,29 @@ from deid_batch.recipe.parse import Recipe, RecipeAction, load_recipe
 from deid_batch.schemas import DETECTIONS, IDENTIFIERS, MANIFEST, SCAN_ERRORS, Reason, Status
 from deid_batch.stages import keys as keys_mod
 from deid_batch.stages import linkage as linkage_mod
-from deid_batch.stages import storage
+from deid_batch.stages import parts, storage
 from deid_batch.stages import verify as verify_mod
-from deid_batch.stages.apply import ApplyConfig, apply_partition
+from deid_batch.stages.apply import ApplyConfig, RecordConfig, apply_and_record, apply_paths
 from deid_batch.stages.detect import DetectConfig, detect_partition
-from deid_batch.stages.discover import check_output_location, discover
+from deid_batch.stages.discover import PathList, check_output_location, discover, discover_paths
 from deid_batch.stages.layout import output_path
 from deid_batch.stages.manifest import (
     RECIPE_FILE,
     RUN_FILE,
     ManifestStore,
+    PartResult,
     Summary,
     default_manifest_dir,
     read_manifest,
 )
 from deid_batch.stages.mapping import (
+    PartitionJoin,
+    as_text_table,
     check_mapping,
     from_lookup,
-    join_variables,
     load_mapping,
     mapping_digest,
+    unused_mapping_rows,
 )
 from deid_batch.stages.pipeline import (
     Executor,
@@ -153,11 +159,22 @@ def _files_arg(files: Any, dicom_files: Any) -> Any:
     return files
 
 
-def _sources_digest(paths: list[str]) -> str:
+def _sources_digest(paths: Any) -> str:
+    """sha256 of the input paths, in order (read chunk by chunk off an Arrow array)."""
     h = hashlib.sha256()
-    for p in paths:
-        h.update(p.encode("utf-8", "surrogateescape") + b"\0")
+    for chunk in _chunks(paths):
+        for p in (chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk):
+            h.update(p.encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()
+
+
+def _chunks(paths: Any) -> Any:
+    """The paths chunk by chunk (Arrow arrays, or the list itself)."""
+    if isinstance(paths, PathList):
+        return paths.chunks()
+    if isinstance(paths, pa.ChunkedArray):
+        return paths.chunks
+    return [paths]
 
 
 def _notify(progress: Progress | None, done: int, total: int) -> None:
@@ -166,64 +183,119 @@ def _notify(progress: Progress | None, done: int, total: int) -> None:
 
 
 # ---------------------------------------------------------------------------- scan
-def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
+Paths: TypeAlias = "list[str] | pa.Array | pa.ChunkedArray | PathList"
+
+
+def run_scan(paths: Paths, scan_config: ScanConfig, executor: Executor, *,
              parquet_path: str | None = None, errors_path: str | None = None,
              progress: Progress | None = None, keep_fields: bool = True,
-             size: int | None = None) -> tuple[pa.Table, pa.Table]:
-    """Scan ``paths``; return (identifiers, errors). With ``parquet_path`` the identifiers are
-    streamed to Parquet in input order and the returned table keeps only the key columns."""
+             size: int | None = None, keep_keys: bool = True) -> tuple[pa.Table, pa.Table]:
+    """Scan ``paths``; return (identifiers, errors).
+
+    With ``parquet_path`` each worker writes its partition's identifiers as a part beside it
+    (``IDS.parts/``), the parts are streamed into ``parquet_path`` in input order (one row group
+    per partition) and removed, and the returned table holds only the key columns, read back
+    from the file (none with ``keep_keys=False``: the client then holds no per-file rows at all).
+    """
     size = partition_size(len(paths), size)
-    options = scan_config.storage_options
-    remote = parquet_path is not None and storage.is_url(parquet_path)
-    # a table for object storage is written to a private local file, then put whole (one object)
-    tmp = _private_tmp() if remote else f"{parquet_path}.tmp"
-    writer = None
-    if parquet_path:  # PHI: readable by the owner only
-        private_file(tmp)
-        writer = pq.ParquetWriter(tmp, IDENTIFIERS)
+    if parquet_path is not None:
+        return _scan_to_parquet(paths, scan_config, executor, parquet_path, errors_path, progress, size,
+                                keep_keys)
     kept: list[pa.RecordBatch] = []
     errs: list[pa.RecordBatch] = []
     pending: dict[int, pa.RecordBatch] = {}
     nxt, done = 0, 0
     counts = [0, 0]  # files read by the raw walker, by pydicom
+    for i, (ids, errors), n in run_partitions(executor, scan_partition, paths, scan_config,
+                                              size=size, on_lost=_lost_scan, combine=_combine_scan):
+        counts = [a + b for a, b in zip(counts, path_counts([ids]))]
+        errs.append(errors)
+        pending[i] = ids
+        while nxt in pending:
+            batch = pending.pop(nxt)
+            kept.append(batch if keep_fields else _copy_keys(batch))
+            nxt += 1
+        done += n
+        _notify(progress, done, len(paths))
+    schema = IDENTIFIERS if keep_fields else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
+    table = _with_path_counts(pa.Table.from_batches(kept, schema=schema), counts)
+    errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
+    _write_errors(errors_table, errors_path, scan_config.storage_options)
+    return table, errors_table
 
-    def lost(i: int, chunk: Any, exc: BaseException) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-        rows = {"source": list(chunk), "status": [Status.FAILED.value] * len(chunk),
-                "reason": [f"{Reason.WORKER_LOST.value}: the worker scanning this file was lost"] * len(chunk)}
-        return pa.RecordBatch.from_pylist([], schema=IDENTIFIERS), pa.RecordBatch.from_pydict(rows, schema=SCAN_ERRORS)
 
+def _lost_scan(i: int, chunk: Any, exc: BaseException) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    rows = {"source": list(chunk), "status": [Status.FAILED.value] * len(chunk),
+            "reason": [f"{Reason.WORKER_LOST.value}: the worker scanning this file was lost"] * len(chunk)}
+    return pa.RecordBatch.from_pylist([], schema=IDENTIFIERS), pa.RecordBatch.from_pydict(rows, schema=SCAN_ERRORS)
+
+
+def _scan_to_parquet(paths: Paths, scan_config: ScanConfig, executor: Executor, parquet_path: str,
+                     errors_path: str | None, progress: Progress | None, size: int,
+                     keep_keys: bool) -> tuple[pa.Table, pa.Table]:
+    """:func:`run_scan` to a Parquet file: the workers write the parts, the client streams them."""
+    options = scan_config.storage_options
+    folder = parts.parts_folder(parquet_path)
+    parts.prepare_folder(folder, options)
+    errs: list[pa.RecordBatch] = []
+    done = 0
+
+    counts = [0, 0]  # files read by the raw walker, by pydicom
+
+    def record(i: int, result: tuple[pa.RecordBatch, pa.RecordBatch]) -> tuple[int, pa.RecordBatch]:
+        ids, errors = result  # a lost partition, re-run file by file: its part is written here
+        parts.write_part(folder, i, ids, options)
+        return ids.num_rows, errors.replace_schema_metadata(ids.schema.metadata)
+
+    config = parts.ScanParts(scan_config, folder, dict(options))
     try:
-        for i, (ids, errors), n in run_partitions(executor, scan_partition, paths, scan_config,
-                                                  size=size, on_lost=lost, combine=_combine_scan):
-            counts = [a + b for a, b in zip(counts, path_counts([ids]))]
-            errs.append(errors)
-            pending[i] = ids
-            while nxt in pending:
-                batch = pending.pop(nxt)
-                if writer is not None:
-                    writer.write_batch(batch)
-                kept.append(batch if keep_fields and writer is None else _copy_keys(batch))
-                nxt += 1
+        for _i, (_rows, errors), n in run_partitions(
+                executor, parts.scan_to_part, paths, config, size=size, on_lost=_lost_scan,
+                combine=_combine_scan, item_func=scan_partition, item_config=scan_config, record=record):
+            counts = [a + b for a, b in zip(counts, path_counts([errors]))]  # carried by the errors
+            if errors.num_rows:
+                errs.append(errors.replace_schema_metadata(None))
             done += n
             _notify(progress, done, len(paths))
-    except BaseException:
-        if writer is not None:
-            writer.close()
-            os.unlink(tmp)
-        raise
-    if writer is not None and parquet_path is not None:
-        writer.close()
+        errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
+        _consolidate(folder, math.ceil(len(paths) / size) if len(paths) else 0, parquet_path, options)
+    finally:
+        parts.remove_parts(folder, options)
+    _write_errors(errors_table, errors_path, options)
+    keys_schema = pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
+    if not keep_keys:
+        return _with_path_counts(keys_schema.empty_table(), counts), errors_table
+    return _with_path_counts(_read_ids(parquet_path, options), counts), errors_table
+
+
+def _with_path_counts(table: pa.Table, counts: list[int]) -> pa.Table:
+    """``table`` carrying the files read by the raw walker / by pydicom (:func:`path_counts`)."""
+    return table.replace_schema_metadata({RAW_COUNT: str(counts[0]), PYDICOM_COUNT: str(counts[1])})
+
+
+_KEYS = ("source", "entity_id", "item_id")
+
+
+def _consolidate(folder: str, partitions: int, parquet_path: str, options: Mapping[str, Any]) -> None:
+    """Stream the parts into ``parquet_path`` (a private local file renamed into place, or put
+    whole as one object)."""
+    remote = storage.is_url(parquet_path)
+    # a table for object storage is written to a private local file, then put whole (one object)
+    tmp = _private_tmp() if remote else f"{parquet_path}.tmp"
+    private_file(tmp)  # PHI: readable by the owner only
+    try:
+        with pq.ParquetWriter(tmp, IDENTIFIERS) as writer:
+            parts.consolidate(folder, partitions, writer, options)
         if remote:
-            try:
-                storage.upload_file(tmp, parquet_path, options)
-            finally:
-                os.unlink(tmp)
+            storage.upload_file(tmp, parquet_path, options)
         else:
             os.replace(tmp, parquet_path)
-    schema = IDENTIFIERS if keep_fields and writer is None else pa.schema([IDENTIFIERS.field(n) for n in _KEYS])
-    table = pa.Table.from_batches(kept, schema=schema).replace_schema_metadata(
-        {RAW_COUNT: str(counts[0]), PYDICOM_COUNT: str(counts[1])})  # path_counts() reads them
-    errors_table = pa.Table.from_batches(errs, schema=SCAN_ERRORS)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_errors(errors_table: pa.Table, errors_path: str | None, options: Mapping[str, Any]) -> None:
     if errors_path and storage.is_url(errors_path):
         sink = pa.BufferOutputStream()
         pq.write_table(errors_table, sink)
@@ -232,10 +304,6 @@ def run_scan(paths: list[str], scan_config: ScanConfig, executor: Executor, *,
         private_file(errors_path + ".tmp")
         pq.write_table(errors_table, errors_path + ".tmp")
         os.replace(errors_path + ".tmp", errors_path)
-    return table, errors_table
-
-
-_KEYS = ("source", "entity_id", "item_id")
 
 
 def _private_tmp() -> str:
@@ -277,7 +345,7 @@ def get_identifiers(files: Any = None, *, entity_id: str | None = None, item_id:
     scan_config = ScanConfig(entity_id or cfg.entity_id or "PatientID",
                              item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, expand_sequences,
                              dict(storage_options or {}))
-    paths = discover(_files_arg(files, dicom_files), storage_options)
+    paths = discover_paths(_files_arg(files, dicom_files), storage_options)
     with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
         table, errors = run_scan(paths, scan_config, ex, progress=progress)
     if errors.num_rows:
@@ -491,17 +559,56 @@ def _holds_outputs(folder: str) -> bool:
     return False
 
 
+def _check_ids_file(path: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """``path`` if it is an identifiers table written by ``scan`` (its schema read, not its rows)."""
+    path = storage.normalise(path)
+    if storage.is_url(path):
+        try:
+            fs, where = storage.filesystem(path, storage_options)
+            with fs.open(where, "rb") as fh:
+                schema = pq.read_schema(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"identifiers table {path} does not exist; write it with `deid-batch scan SRC "
+                              f"--ids {path}`, or leave out --ids") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ConfigError(f"identifiers table {path} cannot be read as Parquet ({type(exc).__name__}); check "
+                              "the URL and the credentials; a mapping goes to --vars, identifiers to --ids") from None
+    else:
+        if not os.path.isfile(path):
+            raise ConfigError(f"identifiers table {path} does not exist; write it with `deid-batch scan SRC --ids "
+                              f"{path}`, or leave out --ids")
+        try:
+            schema = pq.read_schema(path)
+        except OSError as exc:
+            if isinstance(exc, pa.ArrowException):
+                raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` "
+                                  f"({type(exc).__name__}); a mapping goes to --vars, identifiers to --ids") from None
+            raise ConfigError(f"identifiers table {path} cannot be read ({exc.strerror}); give a readable "
+                              "file written by `deid-batch scan`") from None
+        except pa.ArrowException as exc:
+            raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` "
+                              f"({type(exc).__name__}); a mapping goes to --vars, identifiers to --ids") from None
+    if not set(_KEYS) <= set(schema.names):
+        raise ConfigError(f"{path} is not an identifiers table written by `deid-batch scan` (KeyError); "
+                          "a mapping goes to --vars, identifiers to --ids")
+    return path
+
+
+KeysSource: TypeAlias = "str | pa.Table"
+
+
 def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str,
                      storage_options: Mapping[str, Any] | None = None,
-                     ) -> tuple[pa.Table | None, pa.Table | None, dict[str, Callable[..., Any]]]:
-    """Return (identifier keys table or None, mapping table or None, functions from ids)."""
+                     ) -> tuple[KeysSource | None, pa.Table | None, dict[str, Callable[..., Any]]]:
+    """Return (identifier keys: a Parquet location or a table, or None; mapping table or None;
+    functions from ids). An identifiers file is checked here, and read by the workers."""
     functions: dict[str, Callable[..., Any]] = {}
-    keys_table = None
+    keys: KeysSource | None = None
     mapping = None
     if isinstance(ids, (str, os.PathLike)):
-        keys_table = _read_ids(os.fspath(ids), storage_options)
+        keys = _check_ids_file(os.fspath(ids), storage_options)
     elif isinstance(ids, pa.Table):
-        keys_table = ids.select(["source", "entity_id", "item_id"])
+        keys = ids.select(list(_KEYS))
     elif isinstance(ids, Mapping):
         mapping, functions = from_lookup(ids, entity, item)
     elif ids is not None:
@@ -510,88 +617,174 @@ def _prepare_mapping(ids: Any, variables: Any, entity: str, item: str,
         if mapping is not None:
             raise ConfigError("give variables either in ids (as_lookup dict) or in variables=, not both")
         mapping = load_mapping(variables, name=_mapping_name(variables), storage_options=storage_options)
-    return keys_table, mapping, functions
+    return keys, mapping, functions
 
 
-def _lost_partition(i: int, chunk: Any, exc: BaseException) -> pa.RecordBatch:
+def _lost_partition(i: int, chunk: Any, exc: BaseException) -> tuple[pa.RecordBatch, int, int]:
     """Manifest rows for a partition whose worker died more often than dask retries it."""
     reason = f"{Reason.WORKER_LOST.value}: the worker processing this partition was lost repeatedly"
     return pa.RecordBatch.from_pylist(
         [{"source": s, "output": None, "status": Status.FAILED.value, "reason": reason,
-          "warnings": [], "partition": i} for s, _v in chunk], schema=MANIFEST)
+          "warnings": [], "partition": i} for s in chunk], schema=MANIFEST), 0, 0
+
+
+def _combine_applied(results: list[tuple[pa.RecordBatch, int, int]]) -> tuple[pa.RecordBatch, int, int]:
+    return (pa.concat_batches([r[0] for r in results]), sum(r[1] for r in results), sum(r[2] for r in results))
 
 
 def _ids_name(ids: Any) -> str:
     return f"identifiers table {os.fspath(ids)}" if isinstance(ids, (str, os.PathLike)) else "the identifiers table"
 
 
-def _check_ids_cover(paths: list[str], keys_table: pa.Table, ids_name: str) -> int:
-    """How many inputs the identifiers table lacks; none of them at all is an error."""
-    known = set(keys_table.column("source").to_pylist())
-    missing = sum(1 for p in paths if p not in known)
-    if paths and missing == len(paths):
-        raise ConfigError(
-            f"{ids_name} holds none of the {len(paths)} input files (made from another archive or "
-            "folder?); run `deid-batch scan` on these inputs, or leave out --ids to gather them"
-        )
-    return missing
+def _keys_dataset(keys: KeysSource, options: Mapping[str, Any] | None) -> Any:
+    if isinstance(keys, pa.Table):
+        return pads.dataset(keys)
+    if storage.is_url(keys):
+        fs, where = storage.filesystem(keys, options)
+        return pads.dataset(where, format="parquet", filesystem=fs)
+    return pads.dataset(keys, format="parquet")
 
 
-def _keys_from_sources(paths: list[str], mapping: pa.Table, entity: str, item: str) -> pa.Table | None:
+def _check_ids_cover(paths: Paths, keys: KeysSource, ids_name: str,
+                     options: Mapping[str, Any] | None = None) -> None:
+    """Refuse an identifiers table that holds none of the inputs (the table is read in batches)."""
+    if not len(paths):
+        return
+    sample = pa.array(_head(paths, 1000), pa.string())
+    dataset = _keys_dataset(keys, options)
+    if dataset.count_rows(filter=pc.field("source").isin(sample)):
+        return
+    for batch in dataset.to_batches(columns=["source"]):
+        column = batch.column("source").cast(pa.string())
+        if any(pc.any(pc.is_in(column, value_set=c if isinstance(c, pa.Array) else pa.array(c, pa.string()))).as_py()
+               for c in _chunks(paths) if len(c)):
+            return
+    raise ConfigError(
+        f"{ids_name} holds none of the {len(paths)} input files (made from another archive or "
+        "folder?); run `deid-batch scan` on these inputs, or leave out --ids to gather them"
+    )
+
+
+def _head(paths: Paths, n: int) -> list[str]:
+    if isinstance(paths, PathList):
+        return paths.take_range(0, n)
+    if isinstance(paths, (pa.Array, pa.ChunkedArray)):
+        head: list[str] = paths.slice(0, n).to_pylist()
+        return head
+    return list(paths[:n])
+
+
+def _keys_from_sources(paths: Paths, mapping: pa.Table, entity: str, item: str) -> pa.Table | None:
     """The identifier keys read off a mapping that has a ``source`` per row covering every input."""
     names = mapping.column_names
     if "source" not in names or entity not in names or item not in names:
         return None
-    sources = mapping.column("source").to_pylist()
-    if any(s is None for s in sources) or len(set(sources)) != len(sources):
+    sources = mapping.column("source").cast(pa.string())
+    if sources.null_count or pc.count_distinct(sources).as_py() != len(sources):
         return None
-    wanted = set(paths)
-    if not wanted <= set(sources):
+    wanted = (paths.to_arrow() if isinstance(paths, PathList)  # (the mapping names every file: as big)
+              else paths if isinstance(paths, (pa.Array, pa.ChunkedArray)) else pa.array(paths, pa.string()))
+    wanted = wanted.combine_chunks() if isinstance(wanted, pa.ChunkedArray) else wanted
+    if not pc.all(pc.is_in(wanted, value_set=sources.combine_chunks())).as_py() and len(wanted):
         return None
-    keep = [i for i, s in enumerate(sources) if s in wanted]
-    rows = mapping.take(pa.array(keep, pa.int64()))
+    rows = mapping.filter(pc.is_in(sources, value_set=wanted))
     return pa.table({"source": rows.column("source").cast(pa.string()),
                      "entity_id": rows.column(entity).cast(pa.string()),
                      "item_id": rows.column(item).cast(pa.string())})
 
 
-def _variables_per_file(paths: list[str], keys_table: pa.Table | None, mapping: pa.Table | None,
-                        entity: str, item: str, cfg: DeidConfig, ex: Executor,
-                        report: ApplyReport, ids_name: str = "the identifiers table",
-                        options: Mapping[str, Any] | None = None,
-                        ) -> list[Mapping[str, Any] | None]:
-    """Each file's variables from the mapping join.
+_KEYS_FILE, _MAPPING_FILE, _IDS_FILE = "_keys.parquet", "_mapping.parquet", "_identifiers.parquet"
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=65536)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _copy_keys_file(source: str, folder: storage.Folder, options: Mapping[str, Any] | None) -> None:
+    """The key columns of an identifiers file as ``_keys.parquet``, streamed batch by batch.
+
+    Row groups of 65,536 rows in input order: a worker's range filter on ``source`` reads only the
+    few row groups of its partition, and the footer stays small (an identifiers file has a row
+    group per scan partition and every header field).
+    """
+    dataset = _keys_dataset(source, options)
+    schema = pa.schema([(n, pa.string()) for n in _KEYS])
+    tmp = _private_tmp()
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            held: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in dataset.to_batches(columns=list(_KEYS)):
+                held.append(batch)
+                rows += batch.num_rows
+                if rows >= 65536:
+                    writer.write_table(pa.Table.from_batches(held).cast(schema), row_group_size=65536)
+                    held, rows = [], 0
+            if held:
+                writer.write_table(pa.Table.from_batches(held).cast(schema), row_group_size=65536)
+        if folder.url:
+            storage.upload_file(tmp, folder.path(_KEYS_FILE), options)
+        else:
+            private_file(folder.path(_KEYS_FILE) + ".tmp")
+            shutil.copyfile(tmp, folder.path(_KEYS_FILE) + ".tmp")
+            os.replace(folder.path(_KEYS_FILE) + ".tmp", folder.path(_KEYS_FILE))
+    finally:
+        os.unlink(tmp)
+
+
+def _partition_join(paths: Paths, keys: KeysSource | None, mapping: pa.Table | None,
+                    entity: str, item: str, cfg: DeidConfig, ex: Executor, report: ApplyReport,
+                    name: str = "mapping", options: Mapping[str, Any] | None = None) -> PartitionJoin | None:
+    """Where the workers find each partition's keys and mapping rows (None: no mapping).
 
     No mapping: no identifiers are needed and none are gathered. With a mapping but no identifiers
     table, the keys come from the mapping's ``source`` column when it names every input (deid's
-    ``as_lookup`` dict carries each file's source), otherwise from a scan of the inputs.
+    ``as_lookup`` dict carries each file's source), otherwise from a scan of the inputs (written
+    to ``_identifiers.parquet`` by the workers); their key columns are copied once into
+    ``_keys.parquet`` (row groups of 65,536 rows). The mapping is written once, sorted by its entity
+    key, as ``_mapping.parquet`` in the manifest folder (a linkage file, like the manifest); each
+    worker reads only the rows of its partition's entities.
     """
     if mapping is None:
-        return [None] * len(paths)
-    if keys_table is None:
-        keys_table = _keys_from_sources(paths, mapping, entity, item)
-    if keys_table is None:
-        ids_path = storage.join(report.manifest, "_identifiers.parquet")
+        return None
+    folder = storage.Folder(report.manifest, options)
+    if keys is None:
+        keys = _keys_from_sources(paths, mapping, entity, item)
+    if keys is None:
+        keys = folder.path(_IDS_FILE)
         logger.info("gathering identifiers of %d files for the mapping join", len(paths))
-        keys_table, _ = run_scan(paths, ScanConfig(entity, item, cfg.skip, storage_options=dict(options or {})), ex,
-                                 parquet_path=ids_path, keep_fields=False)
-        report.identifiers = ids_path
+        run_scan(paths, ScanConfig(entity, item, cfg.skip, storage_options=dict(options or {})), ex,
+                 parquet_path=keys, keep_fields=False, keep_keys=False)
+        report.identifiers = keys
+    if isinstance(keys, pa.Table):
+        folder.write_bytes(_KEYS_FILE, _parquet_bytes(keys.sort_by([("source", "ascending")])))
     else:
-        missing = _check_ids_cover(paths, keys_table, ids_name)
-        if missing:
-            logger.warning("%d input files are not in %s; they get no variables (var: lookups missing): "
-                           "re-run scan to include them", missing, ids_name)
-            report.summary.not_in_ids = missing
-    joined = join_variables(keys_table, mapping, entity, item)
-    report.summary.unmapped = joined.unmapped
-    report.summary.unused_rows = joined.unused_rows
-    if joined.unmapped:
-        logger.warning("%d files have no row in the mapping; their var: lookups are missing",
-                       joined.unmapped)
-    if joined.unused_rows:
-        logger.warning("%d mapping rows match no input file (check the key column's values)", joined.unused_rows)
-    by_source = dict(joined.per_source())
-    return [by_source.get(p) for p in paths]
+        _copy_keys_file(keys, folder, options)
+    location = folder.path(_KEYS_FILE)
+    text = as_text_table(mapping, name=name)
+    folder.write_bytes(_MAPPING_FILE, _parquet_bytes(text.sort_by([(entity, "ascending")])))
+    return PartitionJoin(location, folder.path(_MAPPING_FILE), entity, item, name, dict(options or {}))
+
+
+def _report_join(report: ApplyReport, join: PartitionJoin | None, mapping: pa.Table | None, user_ids: bool,
+                 ids_name: str) -> None:
+    """The join's counts (files without a row, rows without a file, files not in the ids), logged."""
+    if join is None or mapping is None:
+        return
+    summary = report.summary
+    if not user_ids:
+        summary.not_in_ids = 0  # keys gathered by this run: a file missing there failed its scan
+    summary.unused_rows = unused_mapping_rows(join.keys, mapping, join.entity_field, join.item_field,
+                                              join.storage_options, name=join.name)
+    if summary.not_in_ids:
+        logger.warning("%d input files are not in %s; they got no variables (var: lookups missing): "
+                       "re-run scan to include them", summary.not_in_ids, ids_name)
+    if summary.unmapped:
+        logger.warning("%d files have no row in the mapping; their var: lookups are missing", summary.unmapped)
+    if summary.unused_rows:
+        logger.warning("%d mapping rows match no input file (check the key column's values)", summary.unused_rows)
 
 
 def _has_files(folder: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -611,7 +804,7 @@ def _has_files(folder: str, storage_options: Mapping[str, Any] | None = None) ->
     return False
 
 
-def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, key: bytes,
+def _check_outdir_key(paths: Any, output_folder: str, manifest_dir: str, key: bytes,
                       storage_options: Mapping[str, Any] | None = None) -> None:
     """Refuse an OUTDIR that already holds files made under another run key.
 
@@ -629,7 +822,7 @@ def _check_outdir_key(paths: list[str], output_folder: str, manifest_dir: str, k
             before = {}
         if before.get("output_folder") == output_folder and before.get("key") == keys_mod.key_fingerprint(key):
             return
-    if any(storage.exists(output_path(output_folder, key, p), storage_options) for p in paths[:256]):
+    if any(storage.exists(output_path(output_folder, key, p), storage_options) for p in _head(paths, 256)):
         return
     raise ConfigError(
         f"output folder {output_folder} already holds files that this run's key did not make "
@@ -699,16 +892,16 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     cfg = load_config(config)
     entity = entity_id or cfg.entity_id or "PatientID"
     item = item_id or cfg.item_id or "SOPInstanceUID"
-    paths = discover(files, store_opts)
+    paths = discover_paths(files, store_opts)
     if output_folder is None:
         output_folder = tempfile.mkdtemp(prefix="deid-batch-")
     output_folder = storage.normalise(output_folder)
     check_output_location(files, output_folder)
-    keys_table, mapping, id_functions = _prepare_mapping(ids, variables, entity, item, store_opts)
+    keys_source, mapping, id_functions = _prepare_mapping(ids, variables, entity, item, store_opts)
     if mapping is not None:
         check_mapping(mapping, entity, item, name=_mapping_name(variables))
-        if keys_table is not None:
-            _check_ids_cover(paths, keys_table, _ids_name(ids))
+        if keys_source is not None:
+            _check_ids_cover(paths, keys_source, _ids_name(ids), store_opts)
     manifest_dir = storage.normalise(manifest or default_manifest_dir(output_folder))
     _check_manifest_location(files, output_folder, manifest_dir)
     workers = local_workers(workers)
@@ -749,34 +942,43 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
         with open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
             if on_start is not None:
                 on_start(ex)
-            rows_vars = _variables_per_file(paths, keys_table, mapping, entity, item, cfg, ex, report,
-                                            ids_name=_ids_name(ids), options=store_opts)
-            items = list(zip(paths, rows_vars))
+            join = _partition_join(paths, keys_source, mapping, entity, item, cfg, ex, report,
+                                   name=_mapping_name(variables), options=store_opts)
             apply_config = ApplyConfig(parsed, options, output_folder, key, overwrite,
                                        tuple(sorted(all_functions.items())), stamp_ns=store.stamp,
                                        has_mapping=mapping is not None,
                                        write_no_pixel_data=write_no_pixel_data, pixels=pixels,
                                        byte_writer=byte_writer, storage_options=store_opts,
                                        linkage_folder=manifest_dir if with_linkage else None)
-            total, done = len(items), 0
+            record_config = RecordConfig(apply_config, manifest_dir, join)
+            total, done = len(paths), 0
             for i in sorted(done_parts):
                 part = store.read_part(i)
                 report.summary.add(part)
+                counts = store.read_counts(i)
+                report.summary.unmapped += counts.get("unmapped", 0)
+                report.summary.not_in_ids += counts.get("not_in_ids", 0)
                 done += part.num_rows
             if done_parts:
                 logger.info("resuming: %d partitions (%d files) were already done", len(done_parts), done)
             _notify(progress, done, total)
 
-            for i, batch, n in run_partitions(ex, apply_partition, items, apply_config, size=size,
-                                              skip=frozenset(done_parts), on_lost=_lost_partition,
-                                              combine=pa.concat_batches):
-                store.write_part(i, batch)
-                report.summary.add(batch)
-                for out, status in zip(batch.column("output").to_pylist(), batch.column("status").to_pylist()):
-                    if status == Status.EXISTS.value:
-                        logger.error("%s already exists, overwrite set to False. Not writing.", out)
+            def record(i: int, result: tuple[pa.RecordBatch, int, int]) -> PartResult:
+                batch, unmapped, missing = result  # a lost partition: its rows are written here
+                store.write_part(i, batch, {"unmapped": unmapped, "not_in_ids": missing})
+                return PartResult.of(i, batch, unmapped, missing)
+
+            for _i, result, n in run_partitions(ex, apply_and_record, paths, record_config, size=size,
+                                                skip=frozenset(done_parts), on_lost=_lost_partition,
+                                                combine=_combine_applied, item_func=apply_paths,
+                                                item_config=record_config, record=record):
+                report.summary.merge(result.summary)
+                for out in result.exists:
+                    logger.error("%s already exists, overwrite set to False. Not writing.", out)
                 done += n
                 _notify(progress, done, total)
+        del paths  # the client holds counts only from here on
+        _report_join(report, join, mapping, isinstance(ids, (str, os.PathLike, pa.Table)), _ids_name(ids))
         _count_shared_uids(store, report)
         if with_linkage:
             n_uids, n_patids = linkage_mod.consolidate(manifest_dir, store_opts)

@@ -333,7 +333,7 @@ def _announce(args: argparse.Namespace) -> Any:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from deid_batch.api import load_config, run_scan
-    from deid_batch.stages.discover import discover
+    from deid_batch.stages.discover import discover_paths
     from deid_batch.stages.pipeline import open_executor
     from deid_batch.stages.scan import ScanConfig, path_counts
     from deid_batch.stages.storage import normalise
@@ -342,15 +342,16 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     options = _storage_options(args)
     scan_config = ScanConfig(args.entity_id or cfg.entity_id or "PatientID",
                              args.item_id or cfg.item_id or "SOPInstanceUID", cfg.skip, storage_options=options)
-    paths = discover(args.sources, options)
+    paths = discover_paths(args.sources, options)
     ids = normalise(args.ids)
     errors_path = ids[:-8] + ".errors.parquet" if ids.endswith(".parquet") else ids + ".errors.parquet"
     with open_executor(workers=_workers(args), scheduler=args.scheduler, cluster=_cluster(args)) as ex:
         _announce(args)(ex)
-        table, errors = run_scan(paths, scan_config, ex, parquet_path=ids, errors_path=errors_path,
-                                 progress=_progress(args, "scan"))
-    print(f"scanned {len(paths)} files: {table.num_rows} identified, {errors.num_rows} not readable")
-    n_raw, n_pydicom = path_counts([table])
+        keys, errors = run_scan(paths, scan_config, ex, parquet_path=ids, errors_path=errors_path,
+                                progress=_progress(args, "scan"), keep_keys=False)
+    # every input is either identified or an errors row
+    print(f"scanned {len(paths)} files: {len(paths) - errors.num_rows} identified, {errors.num_rows} not readable")
+    n_raw, n_pydicom = path_counts([keys])
     print(f"  headers read by the raw walker {n_raw}, by pydicom (fallback) {n_pydicom}")
     if errors.num_rows:
         from collections import Counter

@@ -36,9 +36,11 @@ from deid_batch.recipe.parse import Recipe
 from deid_batch.schemas import MANIFEST, Reason, Status
 from deid_batch.stages import linkage, storage
 from deid_batch.stages.layout import output_path
+from deid_batch.stages.manifest import ManifestStore, PartResult
+from deid_batch.stages.mapping import PartitionJoin, partition_variables
 from deid_batch.stages.pixels import PixelConfig, clean_before_recipe
 
-__all__ = ["ApplyConfig", "apply_partition", "process_file"]
+__all__ = ["ApplyConfig", "RecordConfig", "apply_and_record", "apply_partition", "apply_paths", "process_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,3 +212,34 @@ def apply_partition(rows: Sequence[Row], config: ApplyConfig, partition: int) ->
         for row, (_source, variables) in zip(out, rows):
             row["mapped"] = variables is not None
     return pa.RecordBatch.from_pylist(out, schema=MANIFEST)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """An apply partition that joins its own variables and records its own manifest part.
+
+    ``join`` says where the worker reads its partition's keys and mapping rows (None: no
+    mapping); ``manifest`` is the manifest folder the worker writes ``part-N.parquet`` into.
+    """
+
+    apply: ApplyConfig
+    manifest: str
+    join: PartitionJoin | None = None
+
+
+def apply_paths(paths: Sequence[str], config: RecordConfig, partition: int) -> tuple[pa.RecordBatch, int, int]:
+    """Join the partition's variables, then :func:`apply_partition`: (manifest rows, files
+    without a mapping row, files not in the keys table)."""
+    if config.join is None:
+        return apply_partition([(p, None) for p in paths], config.apply, partition), 0, 0
+    variables, unmapped, missing = partition_variables(list(paths), config.join)
+    return apply_partition(list(zip(paths, variables)), config.apply, partition), unmapped, missing
+
+
+def apply_and_record(paths: Sequence[str], config: RecordConfig, partition: int) -> PartResult:
+    """:func:`apply_paths`, then write the manifest part (atomically, named by partition: a
+    retried task replaces it); return the partition's counts only."""
+    batch, unmapped, missing = apply_paths(paths, config, partition)
+    ManifestStore(config.manifest, config.apply.storage_options).write_part(
+        partition, batch, {"unmapped": unmapped, "not_in_ids": missing})
+    return PartResult.of(partition, batch, unmapped, missing)

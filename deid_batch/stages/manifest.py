@@ -3,12 +3,17 @@
 The manifest is a folder (by default ``OUTDIR.manifest`` beside the output) holding a Parquet
 dataset readable with ``pyarrow.dataset.dataset(folder)`` (the folder is created 0700 and its
 files 0600: it is a linkage file): one ``part-NNNNNN.parquet`` file per
-finished partition, written atomically as partitions finish, so a crash loses at most the partitions
-in flight. Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
+finished partition, written atomically by the worker that ran the partition (the client writes
+only the parts of partitions whose workers were lost), so a crash loses at most the partitions in
+flight, and the client receives counts (:class:`PartResult`), never rows. Whole-table questions
+(:meth:`ManifestStore.shared_uids`) are answered by a pyarrow dataset scan of the columns needed.
+Files whose names start with ``_`` are not part of the dataset (pyarrow ignores them):
 ``_run.json`` (the run fingerprint that ``--resume`` checks, with the recipe stack), ``_recipe.json``
 (the effective recipe, base included, in deid's dict shape: ``load_recipe(dict, base=None)``),
 ``_key`` (the run key, mode 0600) and
-``_identifiers.parquet`` (when ``apply`` gathered the identifiers itself).
+``_identifiers.parquet`` (when ``apply`` gathered the identifiers itself), ``_mapping.parquet``
+(the mapping, sorted by its entity key, that the workers join their partitions with) and
+``_keys.parquet`` (identifier keys given as a table or read off the mapping's ``source`` column).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from deid_batch.hygiene import private_file
 from deid_batch.schemas import MANIFEST, Status
 from deid_batch.stages import storage
 
-__all__ = ["ManifestStore", "Summary", "default_manifest_dir", "read_manifest"]
+__all__ = ["ManifestStore", "PartResult", "Summary", "default_manifest_dir", "read_manifest"]
 
 RUN_FILE = "_run.json"
 RECIPE_FILE = "_recipe.json"
@@ -40,6 +45,8 @@ RECIPE_FILE = "_recipe.json"
 DATASET_IGNORES = [".", "_", "uid_mapping.", "patid_mapping."]
 #: fingerprint entries that describe a run without being settings: not compared by --resume
 _NOT_SETTINGS = frozenset({"run_stamp"})
+#: schema metadata key of a part's counts (see :meth:`ManifestStore.write_part`)
+_COUNTS = "deid_batch.counts"
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +93,18 @@ class Summary:
         if "writer" in batch.schema.names:
             self.by_writer.update(w for w in batch.column("writer").to_pylist() if w)
 
+    def merge(self, other: Summary) -> None:
+        """Add the counts of ``other`` (a partition's) to these."""
+        self.total += other.total
+        self.by_status.update(other.by_status)
+        self.by_reason.update(other.by_reason)
+        self.warnings += other.warnings
+        self.files_with_warnings += other.files_with_warnings
+        self.unmapped += other.unmapped
+        self.unused_rows += other.unused_rows
+        self.not_in_ids += other.not_in_ids
+        self.by_writer.update(other.by_writer)
+
     @property
     def failed(self) -> int:
         return self.by_status.get(Status.FAILED.value, 0)
@@ -115,6 +134,25 @@ class Summary:
             out.append(f"  same SOPInstanceUID: {self.shared_uid_outputs} outputs share {self.shared_uids} "
                        "UIDs (see the manifest's sop_instance_uid column; check the recipe's new UIDs)")
         return out
+
+
+@dataclass
+class PartResult:
+    """What a worker sends back for a partition whose manifest part it wrote: counts, no rows.
+
+    ``exists`` lists the outputs found already there (``exists`` status; logged by the client).
+    """
+
+    partition: int
+    summary: Summary
+    exists: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, partition: int, batch: pa.RecordBatch, unmapped: int = 0, not_in_ids: int = 0) -> PartResult:
+        summary = Summary(unmapped=unmapped, not_in_ids=not_in_ids)
+        summary.add(batch)
+        exists = batch.filter(pc.equal(batch.column("status"), Status.EXISTS.value)).column("output").to_pylist()
+        return cls(partition, summary, [o for o in exists if o])
 
 
 class ManifestStore:
@@ -189,35 +227,86 @@ class ManifestStore:
                 done.add(int(name[5:-8]))
         return done
 
-    def write_part(self, partition: int, batch: pa.RecordBatch) -> None:
-        """Write one partition's rows atomically (local: ``_part-N.tmp`` + rename; objects: one put)."""
+    def write_part(self, partition: int, batch: pa.RecordBatch, counts: Mapping[str, int] | None = None) -> None:
+        """Write one partition's rows atomically (local: ``_part-N.tmp`` + rename; objects: one put).
+
+        ``counts`` (e.g. the partition's files without a mapping row) are kept in the part's
+        schema metadata, so a resumed run can still count them (:meth:`read_counts`).
+        """
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST), sink)
+        schema = MANIFEST.with_metadata({_COUNTS: json.dumps(dict(counts or {}), sort_keys=True)})
+        pq.write_table(pa.Table.from_batches([batch], schema=MANIFEST).cast(schema), sink)
         data = sink.getvalue().to_pybytes()
         if self.dir.url:
             self.dir.write_bytes(self._part_name(partition), data)
             return
-        tmp = os.path.join(self.folder, f"_part-{partition:06d}.tmp")
+        # a name of its own per writer: a retried task may write while a lost attempt still does
+        tmp = os.path.join(self.folder, f"_part-{partition:06d}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         private_file(tmp)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.part_path(partition))
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.part_path(partition))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def read_part(self, partition: int) -> pa.Table:
         if self.dir.url:
             return pq.read_table(pa.BufferReader(self.dir.read_bytes(self._part_name(partition))), schema=MANIFEST)
         return pq.read_table(self.part_path(partition), schema=MANIFEST)
 
+    def read_counts(self, partition: int) -> dict[str, int]:
+        """The ``counts`` :meth:`write_part` kept with a part (empty for parts without them)."""
+        if self.dir.url:
+            schema = pq.read_schema(pa.BufferReader(self.dir.read_bytes(self._part_name(partition))))
+        else:
+            schema = pq.read_schema(self.part_path(partition))
+        raw = (schema.metadata or {}).get(_COUNTS.encode())
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
     def read(self) -> pa.Table:
         return read_manifest(self.folder, self.dir.options)
 
-    def shared_uids(self) -> tuple[int, int]:
-        """(SOPInstanceUIDs written by more than one output, outputs ending with one of them)."""
+    def shared_uids(self, rows_per_pass: int = 2_000_000) -> tuple[int, int]:
+        """(SOPInstanceUIDs written by more than one output, outputs ending with one of them).
+
+        A dataset scan of the ``sop_instance_uid`` column of written rows. Above ``rows_per_pass``
+        rows the UIDs are counted in up to 10 passes, each holding the UIDs whose last character
+        falls in its bucket (two equal UIDs share their last character), so the client holds at
+        most about ``rows_per_pass`` UIDs at a time.
+        """
         fs, where = self.dir.open_dataset_source()
-        table = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs,
-                             ignore_prefixes=DATASET_IGNORES).to_table(
-            columns=["sop_instance_uid"], filter=pc.field("status") == Status.WRITTEN.value)
-        counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
-        counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),
-                                       pc.is_valid(counts["sop_instance_uid"])))
-        return counts.num_rows, int(pc.sum(counts["count_all"]).as_py() or 0)
+        dataset = pads.dataset(where, format="parquet", schema=MANIFEST, filesystem=fs,
+                               ignore_prefixes=DATASET_IGNORES)
+        written = pc.field("status") == Status.WRITTEN.value
+        passes = min(10, max(1, -(-dataset.count_rows(filter=written) // max(1, rows_per_pass))))
+        shared = outputs = 0
+        for bucket in range(passes):
+            batches = []
+            for batch in dataset.to_batches(columns=["sop_instance_uid"], filter=written):
+                uids = batch.column("sop_instance_uid")
+                if passes > 1:
+                    last = pc.index_in(pc.utf8_slice_codeunits(uids, -1), value_set=_LAST_CHARS)
+                    uids = uids.filter(pc.equal(_bucket(last, passes), bucket))
+                batches.append(uids)
+            if not batches:
+                continue
+            table = pa.table({"sop_instance_uid": pa.chunked_array(batches, pa.string())})
+            counts = table.group_by("sop_instance_uid").aggregate([([], "count_all")])
+            counts = counts.filter(pc.and_(pc.greater(counts["count_all"], 1),
+                                           pc.is_valid(counts["sop_instance_uid"])))
+            shared += counts.num_rows
+            outputs += int(pc.sum(counts["count_all"]).as_py() or 0)
+        return shared, outputs
+
+
+#: the characters a UID ends with (anything else, and nulls, go to bucket 0)
+_LAST_CHARS = pa.array(list("0123456789."), pa.string())
+
+
+def _bucket(index: pa.Array, passes: int) -> pa.Array:
+    """``index % passes`` (nulls: 0) with Arrow kernels."""
+    i = pc.fill_null(index, 0).cast(pa.int64())
+    return pc.subtract(i, pc.multiply(pc.divide(i, passes), passes))

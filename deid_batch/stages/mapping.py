@@ -26,19 +26,20 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from deid_batch.errors import MappingError
 from deid_batch.stages import storage
 
-__all__ = ["JoinResult", "as_text_table", "check_mapping", "from_lookup", "join_variables", "load_mapping",
-           "mapping_digest"]
+__all__ = ["JoinResult", "PartitionJoin", "as_text_table", "check_mapping", "from_lookup", "join_variables",
+           "load_mapping", "mapping_digest", "partition_variables", "unused_mapping_rows"]
 
 # internal column names of the join (never the user's: variables are renamed to _V + position)
 _SRC, _EK, _IK, _ROW, _E, _I, _HIT_E, _HIT_I, _LINE = (
@@ -344,3 +345,91 @@ def check_mapping(mapping: pa.Table, entity_field: str, item_field: str, *, name
     empty = pa.table({"source": pa.array([], pa.string()), "entity_id": pa.array([], pa.string()),
                       "item_id": pa.array([], pa.string())})
     join_variables(empty, mapping, entity_field, item_field, name=name)
+
+
+# ------------------------------------------------------------------------------ the join per partition
+@dataclass(frozen=True)
+class PartitionJoin:
+    """Where a worker finds the keys and the mapping of its partition (both Parquet, written once).
+
+    ``keys`` holds ``source``, ``entity_id``, ``item_id`` per file (an identifiers table written by
+    ``scan``, or the one ``apply`` gathered or wrote); ``mapping`` is the text mapping table
+    (:func:`as_text_table`) with the ``entity_field`` / ``item_field`` key columns. Local paths or URLs.
+    """
+
+    keys: str
+    mapping: str
+    entity_field: str
+    item_field: str
+    name: str = "mapping"
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _dataset(location: str, options: Mapping[str, Any]) -> pads.Dataset:
+    if storage.is_url(location):
+        fs, path = storage.filesystem(location, options)
+        return pads.dataset(path, format="parquet", filesystem=fs)
+    return pads.dataset(location, format="parquet")
+
+
+def read_partition_keys(join: PartitionJoin, paths: list[str]) -> pa.Table:
+    """The key rows of ``paths`` (each at most once, in no particular order)."""
+    if not paths:
+        return pa.table({"source": pa.array([], pa.string()), "entity_id": pa.array([], pa.string()),
+                         "item_id": pa.array([], pa.string())})
+    wanted = pa.array(paths, pa.string())
+    source = pc.field("source")
+    # the range lets Parquet statistics skip the row groups of other partitions (inputs are
+    # scanned in the order they are applied); is_in keeps exactly this partition's files
+    where = (source >= pc.min(wanted).as_py()) & (source <= pc.max(wanted).as_py()) & source.isin(wanted)
+    table = _dataset(join.keys, join.storage_options).to_table(columns=["source", "entity_id", "item_id"],
+                                                              filter=where)
+    return table.cast(pa.schema([("source", pa.string()), ("entity_id", pa.string()), ("item_id", pa.string())]))
+
+
+def _read_partition_mapping(join: PartitionJoin, entities: pa.Array) -> pa.Table:
+    entity = pc.field(join.entity_field)
+    return _dataset(join.mapping, join.storage_options).to_table(filter=entity.isin(entities))
+
+
+def partition_variables(paths: list[str], join: PartitionJoin
+                        ) -> tuple[list[Mapping[str, Any] | None], int, int]:
+    """(each path's variables or None, files without a mapping row, files not in the keys table).
+
+    Runs on a worker: reads only this partition's key rows and the mapping rows of their
+    entities, and joins them with :func:`join_variables` (same rules as a whole-archive join).
+    """
+    keys = read_partition_keys(join, paths)
+    entities = pc.unique(keys.column("entity_id").combine_chunks()).drop_null() if keys.num_rows else pa.array(
+        [], pa.string())
+    mapping = _read_partition_mapping(join, entities)
+    joined = join_variables(keys, mapping, join.entity_field, join.item_field, name=join.name)
+    by_source = dict(joined.per_source())
+    missing = sum(1 for p in paths if p not in by_source)
+    return [by_source.get(p) for p in paths], joined.unmapped, missing
+
+
+def unused_mapping_rows(keys_location: str, mapping: pa.Table, entity_field: str, item_field: str,
+                        storage_options: Mapping[str, Any] | None = None, *, name: str = "mapping") -> int:
+    """Mapping rows whose key matches no row of the keys table (read in batches: O(mapping) memory)."""
+    mapping = as_text_table(mapping, name=name)
+    if mapping.num_rows == 0:
+        return 0
+    has_item = item_field in mapping.column_names
+    is_item = pc.is_valid(mapping[item_field]) if has_item else pa.array([False] * mapping.num_rows)
+    ent_keys = mapping[entity_field]
+    pair_keys = (pc.binary_join_element_wise(mapping[entity_field], mapping[item_field], "\x00")
+                 if has_item else None)
+    used = pa.array([False] * mapping.num_rows)
+    scanner = _dataset(keys_location, dict(storage_options or {})).scanner(columns=["entity_id", "item_id"])
+    for batch in scanner.to_batches():
+        if not batch.num_rows:
+            continue
+        ent = batch.column("entity_id").cast(pa.string())
+        hit = pc.is_in(ent_keys, value_set=pc.unique(ent).drop_null())
+        if pair_keys is not None:
+            pairs = pc.binary_join_element_wise(ent, batch.column("item_id").cast(pa.string()), "\x00")
+            hit = pc.if_else(is_item, pc.is_in(pair_keys, value_set=pc.unique(pairs).drop_null()), hit)
+        used = pc.or_(used, pc.fill_null(hit, False))
+    usable = pc.or_(pc.is_valid(ent_keys), is_item)  # (entity rows without a key are not rows at all)
+    return int(pc.sum(pc.cast(pc.and_(usable, pc.invert(used)), pa.int64())).as_py() or 0)

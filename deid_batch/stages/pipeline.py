@@ -1,8 +1,9 @@
 """Pipeline wiring: the one module that imports dask.
 
 discover -> scan (workers) -> identifiers table -> mapping join -> apply (workers) -> manifest.
-This module only partitions work with a dask bag, ships partitions to workers through the chosen
-scheduler and yields partition results back as they finish; the stage modules hold the work.
+This module only cuts the work into partitions (each built when it is submitted), ships them to
+workers through the chosen scheduler and yields partition results back as they finish; the stage
+modules hold the work.
 
 Partitioning rule: a partition carries ``ceil(n / 64)`` files, at least 50 and at most 500 (see
 :func:`partition_size`; a run of fewer than 50 files is one partition). The measured per-task cost
@@ -31,10 +32,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import dask
-import dask.bag as db
+import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from deid_batch.errors import ConfigError
@@ -386,14 +387,33 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _one_by_one(executor: Executor, func: Callable[..., T], chunk: Sequence[Any], config: Any, i: int,
-                on_lost: Callable[[int, Sequence[Any], BaseException], T],
-                combine: Callable[[list[T]], T]) -> T:
+class Ranged(Protocol):
+    """Items read by range (:class:`deid_batch.stages.discover.PathList`: paths in a spill file)."""
+
+    def __len__(self) -> int: ...
+
+    def take_range(self, start: int, stop: int) -> list[Any]: ...
+
+
+Items: TypeAlias = "Sequence[Any] | pa.Array | pa.ChunkedArray | Ranged"
+
+
+def _slice(items: Items, start: int, stop: int) -> list[Any]:
+    """``items[start:stop]`` as a list: built when the partition is submitted, dropped when it is done."""
+    if isinstance(items, (pa.Array, pa.ChunkedArray)):
+        return list(items.slice(start, stop - start).to_pylist())
+    if hasattr(items, "take_range"):
+        return items.take_range(start, stop)
+    return list(items[start:stop])
+
+
+def _one_by_one(executor: Executor, func: Callable[..., Any], chunk: Sequence[Any], config: Any, i: int,
+                on_lost: Callable[[int, Sequence[Any], BaseException], Any]) -> list[Any]:
     """Re-run a lost partition one item per task, so only the item that kills workers is lost.
 
     Tasks go one at a time: a task that is merely queued on a dying worker shares the blame.
     """
-    results: list[T] = []
+    results: list[Any] = []
     for item in chunk:
         future = executor.client.submit(func, [item], config, i, pure=False)
         try:
@@ -401,41 +421,68 @@ def _one_by_one(executor: Executor, func: Callable[..., T], chunk: Sequence[Any]
         except Exception as exc:  # noqa: BLE001 - this item keeps killing its worker
             results.append(on_lost(i, [item], exc))
         future.release()
-    return combine(results)
+    return results
 
 
-def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[Any], config: Any,
+def run_partitions(executor: Executor, func: Callable[..., T], items: Items, config: Any,
                    *, size: int, skip: frozenset[int] = frozenset(),
-                   on_lost: Callable[[int, Sequence[Any], BaseException], T] | None = None,
-                   combine: Callable[[list[T]], T] | None = None,
+                   on_lost: Callable[[int, Sequence[Any], BaseException], Any] | None = None,
+                   combine: Callable[[list[Any]], Any] | None = None,
+                   item_func: Callable[..., Any] | None = None, item_config: Any = None,
+                   record: Callable[[int, Any], T] | None = None,
                    ) -> Iterator[tuple[int, T, int]]:
-    """Run ``func(partition_items, config, index)`` over a dask bag of ``items``.
+    """Run ``func(partition_items, config, index)`` over the partitions of ``items``.
 
+    ``items`` is a sequence, an Arrow array or a :class:`Ranged` (e.g. the paths of
+    :func:`deid_batch.stages.discover.discover_paths`); partition ``i`` is
+    ``items[i * size:(i + 1) * size]``, turned into a list only when its task is submitted.
     Yields ``(partition index, result, number of items)`` as partitions finish (in order on the
     synchronous scheduler). Partitions in ``skip`` are not run. A partition whose task fails
     (its worker was killed more often than the scheduler retries, e.g. by one file that crashes
     the process) is re-run one item per task when ``combine`` is given, so only the guilty items
-    are passed to ``on_lost``; without ``combine`` the whole partition is.
+    are passed to ``on_lost``; ``combine`` turns those results into the partition's result.
+    The one-by-one tasks run ``item_func(items, item_config, index)`` when given (e.g. a variant
+    that returns its rows instead of writing them), else ``func``; ``record(index, combined)``
+    then turns their combined result into the partition's (e.g. writes the part the lost worker
+    did not). Without ``combine`` the whole partition is passed to ``on_lost``.
     """
-    if not items:
+    n = len(items)
+    if not n:
         return
-    bag = db.from_sequence(items, partition_size=size)
-    parts = bag.to_delayed()
-    chunks = [items[i * size:(i + 1) * size] for i in range(len(parts))]
-    todo = [i for i in range(len(parts)) if i not in skip]
-    # The config (compiled recipe) is one graph node shared by every task: dask neither walks it
-    # per partition nor ships a copy with each task.
-    shared = dask.delayed(config, traverse=False)
-    tasks = {i: dask.delayed(func, pure=False)(parts[i], shared, i) for i in todo}
+    count = math.ceil(n / size)
+    todo = [i for i in range(count) if i not in skip]
+
+    def chunk(i: int) -> list[Any]:
+        return _slice(items, i * size, min(n, (i + 1) * size))
+
+    def rows(i: int) -> int:
+        return min(n, (i + 1) * size) - i * size
+
+    def lost(i: int, exc: BaseException) -> Any:
+        if on_lost is None:
+            raise exc
+        part = chunk(i)
+        if combine is not None and len(part) > 1:
+            logger.warning("partition %d lost its worker repeatedly (%s); re-running its files "
+                           "one by one", i, type(exc).__name__)
+            single = item_func or func
+            result = combine(_one_by_one(executor, single, part, item_config if item_func else config, i, on_lost))
+        else:
+            logger.error("partition %d failed on the cluster (%s); its files are marked failed",
+                         i, type(exc).__name__)
+            result = on_lost(i, part, exc)
+            result = combine([result]) if combine is not None else result
+        return record(i, result) if record is not None else result
+
     if executor.client is None:
         for i in todo:
-            (result,) = dask.compute(tasks[i], scheduler="sync")
-            yield i, result, len(chunks[i])
+            yield i, func(chunk(i), config, i), rows(i)
         return
     from distributed import as_completed
 
-    # A sliding window of partitions in flight: the scheduler never holds the whole archive's
-    # graph (10 million paths would be gigabytes there), yet every worker always has work queued.
+    # A sliding window of partitions in flight: each partition's items are built when it is
+    # submitted, so neither the scheduler nor this process ever holds the whole archive's tasks
+    # (10 million paths would be gigabytes there), yet every worker always has work queued.
     window = max(IN_FLIGHT_PER_WORKER * executor.nworkers, 4)
     waiting = iter(todo)
     index: dict[str, int] = {}
@@ -444,7 +491,7 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[A
     def submit_next() -> None:
         i = next(waiting, None)
         if i is not None:
-            future = executor.client.compute(tasks[i])
+            future = executor.client.submit(func, chunk(i), config, i, pure=False)
             index[future.key] = i
             running.add(future)
 
@@ -458,13 +505,6 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Sequence[A
         except Exception as exc:  # noqa: BLE001 - a lost partition must still be accounted for
             if on_lost is None:
                 raise
-            if combine is not None and len(chunks[i]) > 1:
-                logger.warning("partition %d lost its worker repeatedly (%s); re-running its files "
-                               "one by one", i, type(exc).__name__)
-                result = _one_by_one(executor, func, chunks[i], config, i, on_lost, combine)
-            else:
-                logger.error("partition %d failed on the cluster (%s); its files are marked failed",
-                             i, type(exc).__name__)
-                result = on_lost(i, chunks[i], exc)
+            result = lost(i, exc)
         future.release()
-        yield i, result, len(chunks[i])
+        yield i, result, rows(i)
