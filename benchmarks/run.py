@@ -265,14 +265,17 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
             writers = result.get("writers") or {}
             if verb == "apply" and writers:
                 total = sum(writers.values())
-                extra["byte_writer_share"] = writers.get("bytes", 0) / total if total else None
-                extra["note"] += (f"; byte-level writer {writers.get('bytes', 0)}, pydicom fallback "
+                extra["byte_writer_share"] = (writers.get("raw", 0) + writers.get("bytes", 0)) / total \
+                    if total else None
+                extra["direct_share"] = writers.get("raw", 0) / total if total else None
+                extra["note"] += (f"; direct (raw) {writers.get('raw', 0)}, engine + byte-level writer "
+                                  f"{writers.get('bytes', 0)}, pydicom fallback "
                                   f"{writers.get('pydicom', 0)} ({writers.get('pydicom', 0) / total:.1%})")
         w = "worker" if n == 1 else "workers"
         key = f"{verb}{n}" + ("-pydicom" if writer == "pydicom" else "")
         label = f"deid-batch {verb}, {n} {w} (API)"
         if verb == "apply":
-            label += ", pydicom writer (reference)" if writer == "pydicom" else ", byte-level writer"
+            label += ", pydicom writer (reference)" if writer == "pydicom" else ", byte level"
         show(_row(name, key, label, len(files), nbytes, result and result["seconds"], peaks, **extra))
 
     exe = _cli_available()
