@@ -6,7 +6,7 @@ folder's ``_recipe.json``) and the manifest's source -> output linkage; returns 
 :class:`Hit` (output file, tag path, kind), never a value. ``deid-batch verify`` exits 1 on any hit.
 :func:`load_run` finds the recipe, :func:`prepare` builds the frozen :class:`VerifyConfig` and the
 work items on the client, :func:`verify_partition` is the pure worker function (no dask);
-:func:`deid_batch.api.run_verify` runs it over a dask bag.
+:func:`deid_batch.api.run_verify` runs it in partitions on the dask workers.
 
 Original values
     Every text value (VR AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT) of every input field
