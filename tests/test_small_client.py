@@ -224,3 +224,23 @@ def test_shared_uids_counted_in_buckets_equal_one_pass(tmp_path):
         store.write_part(part, pa.RecordBatch.from_pylist(rows, schema=MANIFEST))
     assert store.shared_uids() == (3, 7)
     assert store.shared_uids(rows_per_pass=1) == (3, 7)  # 10 passes, one bucket of last characters each
+
+
+def _echo(items: list[str], config: Any, partition: int) -> int:
+    return len(items)
+
+
+def test_the_scheduler_of_a_local_cluster_keeps_no_finished_partitions_paths():
+    # dask keeps the last 1,000 messages of every comm for its developers; the scheduler's link to
+    # a worker would then hold the paths of 1,000 finished partitions (~100 KB each at 500 files)
+    paths = [f"/archive/patient-{i:05d}.dcm" for i in range(400)]
+    with open_executor(workers=2) as ex:
+        done = sum(n for _i, n, _rows in run_partitions(ex, _echo, paths, None, size=20))
+        scheduler = ex.client.cluster.scheduler
+        kept = [msg for comm in scheduler.stream_comms.values() for msg in comm.recent_message_log]
+        assert not kept
+        assert not scheduler.transition_log
+    assert done == 400
+    import dask
+
+    assert dask.config.get("distributed.admin.low-level-log-length") == 1000  # the user's config is back

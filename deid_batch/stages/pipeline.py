@@ -163,6 +163,15 @@ class _QuietWorkerLogs(WorkerPlugin):  # type: ignore[misc]
         _quiet_worker_logs()
 
 
+#: dask's "logs for developers" (every message a comm sent, every transition, every event):
+#: 1,000 entries each by default. Each recent message of the scheduler's link to a worker holds
+#: the tasks it carried, paths included (~100 KB for a 500-file partition), so the client of a
+#: LocalCluster or dask-jobqueue cluster (the scheduler runs in it) kept the last 1,000
+#: partitions' paths per worker: 210 MB at 1M files on 2 workers (benchmarks/client_probe.py).
+#: deid-batch keeps none of them while it runs.
+DEVELOPER_LOG_LENGTH = {"distributed.admin.low-level-log-length": 0}
+
+
 @contextlib.contextmanager
 def open_executor(client: Any = None, *, workers: int | None = None, scheduler: str | None = None,
                   cluster: JobQueue | str | None = None) -> Iterator[Executor]:
@@ -171,8 +180,17 @@ def open_executor(client: Any = None, *, workers: int | None = None, scheduler: 
 
     ``client="sync"`` or ``workers=0`` (and no client, no scheduler, no cluster) run in this
     process on dask's synchronous scheduler. A batch-system cluster's jobs are cancelled when the
-    block ends.
+    block ends. Clusters and clients started here keep no developer logs
+    (:data:`DEVELOPER_LOG_LENGTH`), so the scheduler does not hold finished partitions' paths.
     """
+    with dask.config.set(DEVELOPER_LOG_LENGTH), \
+            _open_executor(client, workers=workers, scheduler=scheduler, cluster=cluster) as ex:
+        yield ex
+
+
+@contextlib.contextmanager
+def _open_executor(client: Any, *, workers: int | None, scheduler: str | None,
+                   cluster: JobQueue | str | None) -> Iterator[Executor]:
     if client is not None and client != "sync":
         yield Executor(client, f"dask client {client.scheduler.address}", client.dashboard_link)
         return
