@@ -244,3 +244,34 @@ def test_the_scheduler_of_a_local_cluster_keeps_no_finished_partitions_paths():
     import dask
 
     assert dask.config.get("distributed.admin.low-level-log-length") == 1000  # the user's config is back
+
+
+_LOADS = {"count": 0}
+
+
+def _counted_load(value: str) -> _CountedConfig:
+    _LOADS["count"] += 1
+    return _CountedConfig(value)
+
+
+class _CountedConfig:
+    """A config that counts how often the process it lands in unpickles it."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _counted_load, (self.value,)
+
+
+def _loads_so_far(chunk: list[str], config: _CountedConfig, i: int) -> tuple[int, str, int]:
+    return os.getpid(), config.value, _LOADS["count"]
+
+
+def test_a_partitions_config_is_unpickled_once_per_worker_not_once_per_task(local_client):
+    got = list(run_partitions(Executor(local_client), _loads_so_far, [f"/f{i}" for i in range(60)],
+                              _CountedConfig("recipe"), size=2))
+    assert len(got) == 30
+    assert {value for _i, (_pid, value, _n), _rows in got} == {"recipe"}
+    assert {n for _i, (_pid, _value, n), _rows in got} == {1}  # 30 tasks, one unpickling per worker
+    assert _LOADS["count"] == 0  # the client pickled it, never unpickled it

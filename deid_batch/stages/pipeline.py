@@ -24,12 +24,14 @@ scheduler in this process; settings from dask's ``jobqueue.slurm`` / ``jobqueue.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import shutil
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -425,6 +427,53 @@ def _slice(items: Items, start: int, stop: int) -> list[Any]:
     return list(items[start:stop])
 
 
+@dataclass(frozen=True)
+class Shipped:
+    """A worker function's config, pickled once on the client.
+
+    A config (the recipe, its compiled tables, the options) is tens of KB of objects: pickled for
+    every task it cost the client, the scheduler (which runs in the client process for a
+    LocalCluster or a dask-jobqueue cluster) and every worker milliseconds per partition. Shipped,
+    it travels as one bytes object, and each worker process unpickles it once
+    (:meth:`load` keeps the last few by digest).
+    """
+
+    blob: bytes
+    digest: str
+
+    @classmethod
+    def of(cls, config: Any) -> Shipped:
+        from distributed.protocol import pickle as dask_pickle  # cloudpickle for user functions
+
+        blob = dask_pickle.dumps(config)
+        return cls(blob, hashlib.blake2b(blob, digest_size=16).hexdigest())
+
+    def load(self) -> Any:
+        config = _LOADED.get(self.digest)
+        if config is None:
+            from distributed.protocol import pickle as dask_pickle
+
+            config = dask_pickle.loads(self.blob)
+            while len(_LOADED) >= _LOADED_MAX:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[self.digest] = config
+        return config
+
+
+_LOADED: dict[str, Any] = {}
+_LOADED_MAX = 4
+
+
+def _task_key(func: Callable[..., Any], partition: int) -> str:
+    """A task's key: the worker function's name (what the dashboard shows), the partition, a nonce."""
+    return f"{getattr(func, '__name__', 'partition')}-{partition}-{uuid.uuid4().hex}"
+
+
+def _run_shipped(func: Callable[..., T], items: Sequence[Any], shipped: Shipped, partition: int) -> T:
+    """(On a worker) ``func(items, config, partition)`` with the shipped config."""
+    return func(items, shipped.load(), partition)
+
+
 def _one_by_one(executor: Executor, func: Callable[..., Any], chunk: Sequence[Any], config: Any, i: int,
                 on_lost: Callable[[int, Sequence[Any], BaseException], Any]) -> list[Any]:
     """Re-run a lost partition one item per task, so only the item that kills workers is lost.
@@ -432,8 +481,9 @@ def _one_by_one(executor: Executor, func: Callable[..., Any], chunk: Sequence[An
     Tasks go one at a time: a task that is merely queued on a dying worker shares the blame.
     """
     results: list[Any] = []
+    shipped = Shipped.of(config)
     for item in chunk:
-        future = executor.client.submit(func, [item], config, i, pure=False)
+        future = executor.client.submit(_run_shipped, func, [item], shipped, i, key=_task_key(func, i))
         try:
             results.append(future.result())
         except Exception as exc:  # noqa: BLE001 - this item keeps killing its worker
@@ -505,11 +555,12 @@ def run_partitions(executor: Executor, func: Callable[..., T], items: Items, con
     waiting = iter(todo)
     index: dict[str, int] = {}
     running = as_completed()
+    shipped = Shipped.of(config)
 
     def submit_next() -> None:
         i = next(waiting, None)
         if i is not None:
-            future = executor.client.submit(func, chunk(i), config, i, pure=False)
+            future = executor.client.submit(_run_shipped, func, chunk(i), shipped, i, key=_task_key(func, i))
             index[future.key] = i
             running.add(future)
 
