@@ -275,3 +275,20 @@ def test_a_partitions_config_is_unpickled_once_per_worker_not_once_per_task(loca
     assert {value for _i, (_pid, value, _n), _rows in got} == {"recipe"}
     assert {n for _i, (_pid, _value, n), _rows in got} == {1}  # 30 tasks, one unpickling per worker
     assert _LOADS["count"] == 0  # the client pickled it, never unpickled it
+
+
+def test_a_scan_partition_read_in_slices_writes_the_same_part_and_counts(small_archive, tmp_path, monkeypatch):
+    from deid_batch.stages import parts
+    from deid_batch.stages.scan import path_counts
+
+    paths = discover(small_archive) + [str(tmp_path / "missing.dcm")]
+    whole_folder, sliced_folder = tmp_path / "whole", tmp_path / "sliced"
+    whole_folder.mkdir()
+    sliced_folder.mkdir()
+    whole = parts.scan_to_part(paths, parts.ScanParts(ScanConfig(), str(whole_folder)), 3)
+    monkeypatch.setattr(parts, "SCAN_SLICE", 7)  # 25 paths: slices of 7, 7, 7, 4
+    sliced = parts.scan_to_part(paths, parts.ScanParts(ScanConfig(), str(sliced_folder)), 3)
+    assert sliced[0] == whole[0] == 24
+    assert sliced[1].to_pylist() == whole[1].to_pylist() and sliced[1].num_rows == 1  # the missing file
+    assert path_counts([sliced[1]]) == path_counts([whole[1]]) and sum(path_counts([sliced[1]])) == 25
+    assert pq.read_table(sliced_folder / "part-000003.parquet").equals(pq.read_table(whole_folder / "part-000003.parquet"))

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deid_batch.hygiene import private_file, private_folder
-from deid_batch.schemas import IDENTIFIERS
+from deid_batch.schemas import IDENTIFIERS, SCAN_ERRORS
 from deid_batch.stages import storage
-from deid_batch.stages.scan import ScanConfig, scan_partition
+from deid_batch.stages.scan import PYDICOM_COUNT, RAW_COUNT, ScanConfig, path_counts, scan_partition
 
 __all__ = ["ScanParts", "consolidate", "parts_folder", "prepare_folder", "remove_parts", "scan_to_part", "write_part"]
 
@@ -37,25 +37,29 @@ def part_name(partition: int) -> str:
     return f"part-{partition:06d}.parquet"
 
 
-def write_part(folder: str, partition: int, batch: pa.RecordBatch,
+def write_part(folder: str, partition: int, batch: pa.RecordBatch | pa.Table,
                options: Mapping[str, Any] | None = None) -> None:
-    """Write ``batch`` as ``folder/part-N.parquet``: one put on object storage, else a private
+    """Write ``batch`` (or a table) as ``folder/part-N.parquet``: one put on object storage, else a private
     temporary file of this writer renamed over the part."""
     target = storage.join(folder, part_name(partition))
     if storage.is_url(folder):
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_batches([batch]), sink)
+        pq.write_table(_table(batch), sink)
         storage.write_bytes(target, sink.getvalue().to_pybytes(), options)
         return
     tmp = os.path.join(folder, f"_{part_name(partition)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     private_file(tmp)
     try:
-        pq.write_table(pa.Table.from_batches([batch]), tmp)
+        pq.write_table(_table(batch), tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _table(rows: pa.RecordBatch | pa.Table) -> pa.Table:
+    return rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,25 @@ class ScanParts:
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
+#: files read per slice of a partition: a partition of 500 files built its identifiers as Python
+#: objects all at once (a worker's peak RSS grew 11% from 50- to 500-file partitions); slices of
+#: this many are turned into Arrow one after the other.
+SCAN_SLICE = 50
+
+
 def scan_to_part(paths: Sequence[str], config: ScanParts, partition: int) -> tuple[int, pa.RecordBatch]:
     """:func:`~deid_batch.stages.scan.scan_partition`, its identifiers written as the partition's
     part; returns (identifier rows written, error rows carrying the raw/pydicom file counts of
     :func:`~deid_batch.stages.scan.path_counts` as schema metadata)."""
-    ids, errors = scan_partition(paths, config.scan, partition)
+    pieces = [scan_partition(paths[start:start + SCAN_SLICE], config.scan, partition)
+              for start in range(0, len(paths), SCAN_SLICE)] or [scan_partition([], config.scan, partition)]
+    n_raw, n_pydicom = path_counts([ids for ids, _errors in pieces])
+    counts = {RAW_COUNT: str(n_raw).encode(), PYDICOM_COUNT: str(n_pydicom).encode()}
+    ids = pa.Table.from_batches([ids for ids, _errors in pieces], schema=IDENTIFIERS)
+    errors = pa.Table.from_batches([e for _ids, e in pieces], schema=SCAN_ERRORS).combine_chunks()
     write_part(config.folder, partition, ids, config.storage_options)
-    return ids.num_rows, errors.replace_schema_metadata(ids.schema.metadata)
+    errors_batch = errors.to_batches()[0] if errors.num_rows else pa.RecordBatch.from_pylist([], schema=SCAN_ERRORS)
+    return ids.num_rows, errors_batch.replace_schema_metadata(counts)
 
 
 def prepare_folder(folder: str, options: Mapping[str, Any] | None = None) -> None:
