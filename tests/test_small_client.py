@@ -291,4 +291,5 @@ def test_a_scan_partition_read_in_slices_writes_the_same_part_and_counts(small_a
     assert sliced[0] == whole[0] == 24
     assert sliced[1].to_pylist() == whole[1].to_pylist() and sliced[1].num_rows == 1  # the missing file
     assert path_counts([sliced[1]]) == path_counts([whole[1]]) and sum(path_counts([sliced[1]])) == 25
-    assert pq.read_table(sliced_folder / "part-000003.parquet").equals(pq.read_table(whole_folder / "part-000003.parquet"))
+    part = "part-000003.parquet"
+    assert pq.read_table(sliced_folder / part).equals(pq.read_table(whole_folder / part))
