@@ -42,7 +42,7 @@ from pydicom.uid import UID, PrivateTransferSyntaxes
 from deid_batch.dicom import raw
 from deid_batch.dicom.raw import RawRecord, Unsupported
 
-__all__ = ["BINARY_VRS", "NEEDS_PYDICOM", "NUMBER_FORMATS", "TEXT_VRS", "Rows", "binary_text",
+__all__ = ["BINARY_VRS", "NEEDS_PYDICOM", "NUMBER_FORMATS", "TEXT_VRS", "Rows", "append_row", "binary_text",
            "element_text", "flatten_file", "read_header", "tag_info", "text_of", "number_text"]
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
@@ -70,6 +70,14 @@ _STRUCTS = {(vr, little): struct.Struct(("<" if little else ">") + code)
 #: ``(path, tag, vr, value)`` lists the rows are appended to
 Rows = tuple[list[str], list[str], list[str], list[str | None]]
 Encoding = Union[str, MutableSequence[str]]  # noqa: UP007 - a runtime alias
+
+
+def append_row(rows: Rows, path: str, tag: str, vr: str, value: str | None) -> None:
+    """Append one element's row (a sequence's row has no value: its items' rows follow)."""
+    rows[0].append(path)
+    rows[1].append(tag)
+    rows[2].append(vr)
+    rows[3].append(value)
 
 _NAMES: dict[int, tuple[str, str]] = {}  # tag -> (keyword, "(GGGG,EEEE)"): bounded by the dictionary
 
@@ -289,12 +297,8 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
         return
     vr = _vr(tag, vrb, keyword, length, ctx)
     path = prefix + (keyword or tagstr)
-    path_, tag_, vr_, value_ = rows
     if vr == "SQ":
-        path_.append(path)
-        tag_.append(tagstr)
-        vr_.append("SQ")
-        value_.append(None)
+        append_row(rows, path, tagstr, "SQ", None)
         if expand:
             record = raw.element_at(data, pos, end, implicit=ctx.implicit)
             encoding = ctx.text_encoding()
@@ -318,6 +322,7 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
                            value_start, ctx.implicit, True, True),
             encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
         vr, value = str(converted.VR), element_text(converted)
+    path_, tag_, vr_, value_ = rows  # inline: the hot path, once per element
     path_.append(path)
     tag_.append(tagstr)
     vr_.append(vr)

@@ -140,10 +140,7 @@ class _Columns:
                 converted = dataset[tag]
                 vr = str(converted.VR)
                 if vr == "SQ":
-                    path_.append(path)
-                    tag_.append(tagstr)
-                    vr_.append("SQ")
-                    value_.append(None)
+                    values.append_row(self.lists, path, tagstr, "SQ", None)
                     if expand:
                         for i, item in enumerate(converted.value or ()):
                             self._walk(item, f"{path}[{i}].", skip, expand)
