@@ -2,13 +2,14 @@
 it over a file's bytes), or ``None`` when the recipe needs the engine.
 
 **Which recipes** (:func:`direct_plan_of`, compiled once per Recipe object and kept on it, like
-``engine.plan_of``): no ``%values``/``%fields``, no REPLACE/JITTER/BLANK (so nothing shields a
-REMOVE), every KEEP and REMOVE selector static (keywords, tags, uids, ``contains:``/
-``startswith:``/``endswith:``/``except:``, ``select:group:``, ``ALL``), ADD with a literal or a
-``var:`` value on a data set keyword of a single VR, put actions that are static KEEPs, and the
-skip list on. deid's bundled ``dicom`` family is such a recipe. Everything is then decided per
-element from its static part (tag, private creator, nested name) through the same memoised
-``_Static`` keys the engine uses; only the ADD values and the elements a change touches are
+``engine.plan_of``): no ``%values``/``%fields``, no JITTER, only KEEP, REMOVE, ADD, BLANK and
+REPLACE; every selector static (keywords, tags, uids, ``contains:``/``startswith:``/
+``endswith:``/``except:``, ``select:group:``, ``ALL``); REPLACE and BLANK with a literal, a
+``var:`` value or ``deid_func:hmac_uid`` (a REPLACE's selector shields the REMOVEs, as in the
+engine); ADD with a literal or a ``var:`` value on a data set keyword of a single VR; put actions
+that are static KEEPs; and the skip list on. deid's bundled ``dicom`` family is such a recipe.
+Everything is then decided per element from its static part (tag, private creator, nested name)
+through the same memoised ``_Static`` keys the engine uses; only the ADD values and the elements a change touches are
 converted, with pydicom's own conversion.
 """
 

@@ -110,7 +110,7 @@ class Recipe:
         return frozenset(name for name, _ in self.values)
 
     def __getstate__(self) -> dict[str, Any]:
-        # the compiled plans (engine.plan_of, direct.direct_plan_of) and the recipe resolved on its
+        # the compiled plans (engine.plan_of, direct_plan.direct_plan_of) and the recipe resolved on its
         # base (engine) are not pickled: each worker computes its own once
         state = dict(self.__dict__)
         for cached in ("_plan", "_direct", "_resolved_on"):
