@@ -293,3 +293,24 @@ def test_a_scan_partition_read_in_slices_writes_the_same_part_and_counts(small_a
     assert path_counts([sliced[1]]) == path_counts([whole[1]]) and sum(path_counts([sliced[1]])) == 25
     part = "part-000003.parquet"
     assert pq.read_table(sliced_folder / part).equals(pq.read_table(whole_folder / part))
+
+
+def test_a_spill_file_left_by_a_killed_run_is_removed_by_the_next_one(small_archive, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(discover_mod, "CHUNK", 5)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    orphan = tmp_path / f"deid-batch-paths-{dead}-abc.arrow"
+    alive = tmp_path / f"deid-batch-paths-{os.getppid()}-def.arrow"  # a run still going
+    other = tmp_path / "deid-batch-paths-notapid.arrow"
+    for f in (orphan, alive, other):
+        f.write_bytes(b"paths")
+    paths = discover_paths(small_archive)
+    assert paths._spill is not None and os.path.dirname(paths._spill) == str(tmp_path)
+    assert not orphan.exists()
+    assert alive.exists() and other.exists()
+    paths.close()

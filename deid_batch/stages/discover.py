@@ -90,7 +90,8 @@ class PathList:
             self._memory.append(chunk)
             return
         if self._writer is None:
-            fd, self._spill = tempfile.mkstemp(prefix="deid-batch-paths-", suffix=".arrow")
+            _remove_orphans()
+            fd, self._spill = tempfile.mkstemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", suffix=".arrow")
             os.close(fd)  # mkstemp: mode 0600 (source paths are often named after patients)
             self._finalizer = weakref.finalize(self, _remove, self._spill)
             self._writer = pa.ipc.new_file(self._spill, _SCHEMA)
@@ -151,6 +152,36 @@ class PathList:
 
 
 _SCHEMA = pa.schema([pa.field("path", pa.string())])
+
+
+_SPILL_PREFIX = "deid-batch-paths-"
+
+
+def _remove_orphans() -> None:
+    """Remove the spill files of this user's runs that were killed (their process is gone).
+
+    A run removes its spill file when it ends, even on an error; only a killed process (SIGKILL,
+    out of memory, a node lost) leaves one, and the paths in it are often named after patients.
+    """
+    folder = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(_SPILL_PREFIX) and n.endswith(".arrow")]
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(_SPILL_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            logger.info("removing the path list a killed run left behind in %s", folder)
+            _remove(path)
+        except OSError:
+            continue  # not ours to judge (another user's process, or the file went away)
 
 
 def _remove(path: str) -> None:
