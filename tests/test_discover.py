@@ -113,3 +113,25 @@ def test_sibling_output_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     check_output_location([tmp_path / "in"], tmp_path / "in-out")  # a prefix, not a parent
     check_output_location([tmp_path / "in"], tmp_path / "out")
+
+
+def test_the_cached_resolver_resolves_every_path_as_realpath_does(tmp_path: Path, monkeypatch) -> None:
+    from deid_batch.stages.discover import _Resolver
+
+    (tmp_path / "in" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "in" / "a" / "b" / "f.dcm").write_bytes(b"x")
+    (tmp_path / "in" / "alias").symlink_to(tmp_path / "in" / "a", target_is_directory=True)
+    (tmp_path / "in" / "a" / "b" / "to_out.dcm").symlink_to(tmp_path / "out" / "x.dcm")
+    (tmp_path / "in" / "a" / "b" / "rel").symlink_to("f.dcm")
+    (tmp_path / "in" / "a" / "b" / "broken").symlink_to(tmp_path / "missing")
+    (tmp_path / "in" / "a" / "b" / "chain").symlink_to(tmp_path / "in" / "alias" / "b" / "rel")
+    monkeypatch.chdir(tmp_path / "in" / "a")
+    paths = [tmp_path / "in" / "alias" / "b" / "f.dcm", tmp_path / "in" / "a" / "b" / "to_out.dcm",
+             tmp_path / "in" / "alias" / "b" / "rel", tmp_path / "in" / "a" / "b" / "broken",
+             tmp_path / "in" / "a" / "b" / "chain", tmp_path / "in" / "alias" / ".." / "a" / "b",
+             "b/f.dcm", "./b/../b/rel", "../alias", "/", tmp_path / "nowhere" / "x"]
+    resolve = _Resolver()
+    for path in paths + paths:  # the second time from the cache
+        assert str(resolve(path)) == os.path.realpath(path), path
+    with pytest.raises(ConfigError, match="inside output folder"):
+        check_output_location([tmp_path / "in" / "a" / "b" / "to_out.dcm"], tmp_path / "out")

@@ -24,6 +24,7 @@ reader ever sees a half-written output.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import io
@@ -234,9 +235,12 @@ def write_atomic(path: str, data: bytes, *, overwrite: bool, stamp_ns: int | Non
         if not overwrite:
             return Outcome.EXISTS
     folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f"{TMP_MARKER}{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:  # the shard folder is new (first try: most are there on big runs)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -252,6 +256,6 @@ def write_atomic(path: str, data: bytes, *, overwrite: bool, stamp_ns: int | Non
                     return Outcome.IDENTICAL
                 return Outcome.EXISTS
     finally:
-        if os.path.lexists(tmp):
+        with contextlib.suppress(FileNotFoundError):  # gone if os.replace moved it
             os.unlink(tmp)
     return Outcome.WRITTEN
