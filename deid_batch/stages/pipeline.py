@@ -158,7 +158,7 @@ def _quiet_worker_logs() -> None:
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
-class _QuietWorkerLogs(WorkerPlugin):  # type: ignore[misc]
+class _QuietWorkerLogs(WorkerPlugin):
     """Worker plugin (setup runs in each local worker process): dask's own worker logs stay quiet."""
 
     def setup(self, worker: Any) -> None:
@@ -350,7 +350,7 @@ def _jobqueue_executor(spec: JobQueue) -> Iterator[Executor]:
             jobs = spec.jobs or 1
             _submit_jobs(jq, jobs, spec.system, submit)
             jobs_text, planned = f"{jobs} job{'s' if jobs > 1 else ''}", jobs * processes
-        c = Client(jq)  # type: ignore[no-untyped-call]
+        c = Client(jq)
     except BaseException:
         jq.close()
         raise
@@ -359,7 +359,7 @@ def _jobqueue_executor(spec: JobQueue) -> Iterator[Executor]:
                        f"{'es' if processes > 1 else ''}; queued jobs start when the batch system allows)",
                        c.dashboard_link, planned_workers=planned)
     finally:
-        c.close()  # type: ignore[no-untyped-call]
+        c.close()
         jq.close()  # cancels the jobs (scancel / qdel)
 
 
@@ -373,7 +373,7 @@ def _whole_jobs_adaptive() -> Any:
 
     class WholeJobs(Adaptive):
         async def target(self) -> int:
-            n = int(await super().target())  # type: ignore[no-untyped-call]
+            n = int(await super().target())
             cluster: Any = self.cluster
             per_job = max(1, int(cluster._dummy_job.worker_processes))
             return math.ceil(n / per_job) * per_job
