@@ -381,3 +381,52 @@ def test_generated_headers_give_the_same_bytes_on_every_path(archives, tmp_path,
     for writer in _compare([path], fast, slow):
         hypothesis.event(f"writer {writer}")  # --hypothesis-show-statistics: how many went direct
     shutil.rmtree(out, ignore_errors=True)
+
+
+#: character sets as files carry them (single, multi-valued with code extensions, unknown)
+_CHARSETS = [None, "", "ISO_IR 100", "ISO_IR 192", "ISO_IR 144", "ISO_IR 13", "ISO 2022 IR 6",
+             ["ISO 2022 IR 6", "ISO 2022 IR 87"], ["", "ISO 2022 IR 87"], "ISO 2022 IR 87",
+             ["ISO 2022 IR 13", "ISO 2022 IR 87"], "ISO 2022 IR 149", "GB18030", "GBK",
+             "ISO_IR 166", "ISO_IR 58", "ISO 2022 IR 58", "NOT A CHARSET"]
+_TEXT_ELEMENTS = {"AE": 0x00080054, "AS": 0x00101010, "CS": 0x00120062, "DA": 0x00080020,
+                  "DT": 0x0008002A, "TM": 0x00080030, "UR": 0x00081190, "UI": 0x00080018,
+                  "LO": 0x00120063, "LT": 0x00184000, "SH": 0x00200010, "ST": 0x00081040,
+                  "UC": 0x00080119, "UT": 0x00120064, "PN": 0x00100010, "DS": 0x00101030,
+                  "IS": 0x00200013}
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(vr=st.sampled_from(sorted(_TEXT_ELEMENTS)), charset=st.sampled_from(_CHARSETS),
+                  value=st.one_of(st.text(max_size=40), st.text(st.characters(max_codepoint=0x7F),
+                                                                max_size=40),
+                                  st.sampled_from(["", "YES", "1.2.840.10008.1", "20200101", "A\\B"])))
+def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, charset, value):
+    """The direct path writes an ASCII text value itself; whatever it writes is pydicom's bytes."""
+    import warnings
+
+    from pydicom.dataelem import DataElement
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    from deid_batch.recipe.direct import _encode_str
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            element = DataElement(_TEXT_ELEMENTS[vr], vr, value)
+        except Exception:  # noqa: BLE001 - pydicom refuses the value itself
+            hypothesis.reject()
+        direct = _encode_str(element, charset)
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        try:
+            write_data_element(fp, element, charset)
+        except Exception:  # noqa: BLE001 - pydicom cannot write it: the direct path must not either
+            assert direct is None
+            return
+    if direct is not None:
+        hypothesis.event("built directly")
+        assert direct == fp.getvalue()
+    elif vr not in ("PN", "DS", "IS") and type(element.value) is str and value.isascii() and \
+            charset in (None, "", "ISO_IR 100", "ISO_IR 192"):
+        raise AssertionError("an ASCII str of a plain character set should be built directly")

@@ -102,6 +102,7 @@ def walk_explicit(data: bytes, start: int, end: int) -> list[RawRecord]:
     append = out.append
     unpack = _TAG_VR_LEN.unpack_from
     long_vrs = _LONG_VRS
+    new = tuple.__new__  # RawRecord(...) without the Python-level __new__ of a NamedTuple
     pos, last = start, -1
     while pos < end:
         if pos + 8 > end:
@@ -114,12 +115,12 @@ def walk_explicit(data: bytes, start: int, end: int) -> list[RawRecord]:
             stop = pos + 8 + length
             if stop > end:
                 raise Unsupported("a value runs past its container")
-            record = RawRecord(tag, vr, pos, pos + 8, length, stop)
-        if record.tag <= last:
+            record = new(RawRecord, (tag, vr, pos, pos + 8, length, stop))
+        if record[0] <= last:
             raise Unsupported("elements out of tag order")
-        last = record.tag
+        last = record[0]
         append(record)
-        pos = record.end
+        pos = record[5]
     return out
 
 

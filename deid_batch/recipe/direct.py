@@ -30,7 +30,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.charset import convert_encodings, default_encoding
+from pydicom.charset import (
+    convert_encodings,
+    custom_encoders,
+    default_encoding,
+    encode_string,
+    need_tail_escape_sequence_encodings,
+)
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
@@ -63,7 +69,15 @@ from deid_batch.dicom.writing import (
     RAW_DATA_STORAGE,
     _seed_uid,
 )
-from deid_batch.recipe.direct_plan import DirectPlan, _Add, _Change, _kind, _options_fit, direct_plan_of
+from deid_batch.recipe.direct_plan import (
+    _KINDS,
+    DirectPlan,
+    _Add,
+    _Change,
+    _kind,
+    _options_fit,
+    direct_plan_of,
+)
 from deid_batch.recipe.fields import Selector, _keyword, _static, _tagstr, static_hit
 from deid_batch.recipe.model import Recipe, RecipeAction
 from deid_batch.recipe.plan import RemoveBatch
@@ -96,7 +110,7 @@ class _Node:
                  "vr")
 
     def __init__(self, rec: raw.RawRecord, vr: str, static: Any, indexed: bool, uid: str,
-                 key: tuple[int, ...], depth: int) -> None:
+                 key: tuple[int, ...], depth: int, name: str) -> None:
         self.rec = rec
         self.vr = vr
         self.static = static
@@ -107,7 +121,7 @@ class _Node:
         self.key = key  # position: sorting by (len(key), key) gives the field index's order
         self.depth = depth
         self.new: DataElement | None = None  # the changed element (REPLACE, BLANK)
-        self.name = ""  # nested name, as the field index names it
+        self.name = name  # nested name, as the field index names it
 
 
 class _Refused(Exception):
@@ -172,28 +186,30 @@ class _File:
         """The nodes of one data set level (and, with ``descend``, of its items)."""
         creators: dict[int, raw.RawRecord] | None = None
         nodes: list[_Node] = []
+        append = nodes.append
         protected = self.protected
         uids = self.plan.uid_keys
+        known, kinds = _KNOWN_VRS, _KINDS
         for rec in records:
-            vr_bytes = rec.vr
-            if vr_bytes not in _KNOWN_VRS:
+            tag, vr_bytes = rec[0], rec[1]
+            if vr_bytes not in known:
                 raise _Refused  # UN (pydicom may re-read it) or a VR it does not know
-            tag = rec.tag
-            if depth and tag == _CHARSET:
-                raise _Refused
             creator = None
-            if tag >> 16 & 1 and tag & 0xFFFF > 0xFF:
-                if creators is None:
-                    creators = {r.tag: r for r in records if r.tag >> 16 & 1 and r.tag & 0xFF00 == 0}
-                creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
-                if creator_rec is not None:
-                    creator = self.creator(creator_rec)
-            vr, keyword, tagstr, name, static = _kind(tag, vr_bytes, creator, prefix)
-            here = indexed and keyword not in protected and tagstr not in protected
-            uid = f"{uprefix}{tagstr}" if uids else ""
-            node = _Node(rec, vr, static, here, uid, (*key, tag), depth)
-            node.name = name
-            nodes.append(node)
+            if tag >> 16 & 1:
+                if tag & 0xFFFF > 0xFF:
+                    if creators is None:
+                        creators = {r.tag: r for r in records if r.tag >> 16 & 1 and r.tag & 0xFF00 == 0}
+                    creator_rec = creators.get((tag & 0xFFFF0000) | (tag & 0xFFFF) >> 8)
+                    if creator_rec is not None:
+                        creator = self.creator(creator_rec)
+            elif depth and tag == _CHARSET:
+                raise _Refused
+            found = kinds.get((tag, vr_bytes, creator, prefix))
+            vr, keyword, tagstr, name, static = found if found is not None else \
+                _kind(tag, vr_bytes, creator, prefix)
+            here = indexed and (not protected or keyword not in protected and tagstr not in protected)
+            append(_Node(rec, vr, static, here, f"{uprefix}{tagstr}" if uids else "", (*key, tag),
+                         depth, name))
         if descend:
             self.descend(nodes)
         return nodes
@@ -380,8 +396,13 @@ class _State:
             for node in stack.pop():
                 if node.gone or not node.indexed:
                     continue
-                if hit(node.static, node.rec.tag, node.uid) and \
-                        not self.shielded(node.static, node.rec.tag, node.uid):
+                static = node.static
+                found = static.hits.get(key)  # hit(), inlined: this loop runs for every element
+                if found is None:
+                    found = hit(static, node.rec.tag, node.uid)
+                elif not found and uid_keys:
+                    found = node.uid.lower() in uid_keys
+                if found and not self.shielded(static, node.rec.tag, node.uid):
                     node.gone = True
                 elif node.items:
                     stack.extend(nodes for _item, nodes in node.items)
@@ -631,11 +652,12 @@ class _State:
             return  # group lengths: pydicom never writes them
         if node.items is not None:
             body = _Out(out.view)
+            emit = self.emit
             for item, nodes in node.items:
                 sub = _Out(out.view)
                 for child in nodes:
                     if not child.gone:
-                        self.emit(sub, child, encodings, depth + 1)
+                        emit(sub, child, encodings, depth + 1)
                 chunks, n = sub.done()
                 body.put(_ITEM_START + _U32.pack(raw.UNDEFINED if item.undefined else n))
                 body.extend(chunks)
@@ -652,7 +674,10 @@ class _State:
         if node.new is not None:
             self.encode(out, node.new, encodings)
             return
-        if self.f.canonical(node):
+        vr = node.vr  # self.f.canonical(node), inlined: this runs for every element written
+        stop = rec.end - 8 if rec.length == raw.UNDEFINED else rec.end
+        if (stop - rec.value_start) % 2 == 0 if vr in _BULK_VRS else \
+                _canonical(rec.tag, vr, self.f.data[rec.value_start:stop]):
             out.copy(rec.start, rec.end)
             return
         if rec.tag == 0x7FE00010:
@@ -729,7 +754,61 @@ def _meta_bytes(f: _File, klass: str, instance: str, syntax: str, extras: list[_
     return _UL_HEADER.pack(2, 0, b"UL", 4, len(body)) + body
 
 
+#: VR -> padding of the text VRs pydicom writes as the str it holds (write_string / write_text)
+_STRING_PADS = {vr: b" " for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UR")} | {"UI": b"\0"}
+_TEXT_PADS = {vr: b" " for vr in ("LO", "LT", "SH", "ST", "UC", "UT")}
+_LONG_TEXT_VRS = frozenset({"UC", "UR", "UT"})
+_ALL_ASCII = bytes(range(0x80))
+#: str(encodings) -> whether pydicom's encode_string gives an ASCII str's ASCII bytes (bounded)
+_ASCII_ENCODINGS: dict[str, bool] = {}
+
+
+def _ascii_encodings(encodings: Any) -> bool:
+    key = str(encodings)
+    found = _ASCII_ENCODINGS.get(key)
+    if found is None:
+        try:
+            python = convert_encodings(encodings)
+            text = _ALL_ASCII.decode("ascii")
+            found = python[0] not in custom_encoders and \
+                python[0] not in need_tail_escape_sequence_encodings and \
+                text.encode(python[0]) == _ALL_ASCII and encode_string(text, python) == _ALL_ASCII
+        except Exception:  # noqa: BLE001 - an unknown or odd character set: pydicom's writer decides
+            found = False
+        if len(_ASCII_ENCODINGS) < 256:
+            _ASCII_ENCODINGS[key] = found
+    return found
+
+
+def _encode_str(element: DataElement, encodings: Any) -> bytes | None:
+    """``write_data_element``'s bytes (explicit VR little endian) of an element whose value is
+    one ASCII str of a text VR, built directly; None: anything else (pydicom's writer)."""
+    value, vr = element.value, element.VR
+    if type(value) not in (str, UID) or not value.isascii():
+        return None
+    pad = _STRING_PADS.get(vr)
+    if pad is None:
+        pad = _TEXT_PADS.get(vr)
+        if pad is None or not _ascii_encodings(encodings):
+            return None
+    data: bytes = value.encode("ascii")
+    if len(data) % 2:
+        data += pad
+    tag = int(element.tag)
+    if vr in _LONG_TEXT_VRS:
+        header: bytes = _LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data))
+    elif len(data) > 0xFFFF:
+        return None  # pydicom writes it as UN, with its warning
+    else:
+        header = _SHORT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(data))
+    return header + data
+
+
 def _encode(out: _Out, element: DataElement, encodings: Any) -> None:
+    direct = _encode_str(element, encodings)
+    if direct is not None:
+        out.put(direct)
+        return
     fp = DicomBytesIO()
     fp.is_little_endian = True
     fp.is_implicit_VR = False
