@@ -94,3 +94,25 @@ def test_outputs_of_this_run_found_again_count_once_as_written(small_archive, tm
     assert write_atomic(path, b"data", overwrite=False, stamp_ns=1_700_000_000_123_456_000) is Outcome.IDENTICAL
     assert write_atomic(path, b"data", overwrite=False, stamp_ns=1_800_000_000_000_000_000) is Outcome.EXISTS
     assert write_atomic(path, b"other", overwrite=False, stamp_ns=1_700_000_000_123_456_000) is Outcome.EXISTS
+
+
+def test_an_output_written_in_pieces_is_the_joined_bytes_and_found_again_the_same(tmp_path):
+    """The direct path hands the writer pieces (pixel data as a view of the input): the file is
+    their bytes in order, a retry with the same pieces is the same output, other pieces are not."""
+    from deid_batch.dicom.writing import Outcome, write_atomic
+
+    pixels = bytes(range(256)) * 1024
+    parts = [b"head", memoryview(pixels)[8:], b"tail"]
+    stamp = 1_700_000_000_123_456_000
+    path = tmp_path / "s" / "t.dcm"
+    assert write_atomic(str(path), parts, overwrite=False, stamp_ns=stamp) is Outcome.WRITTEN
+    assert path.read_bytes() == b"head" + pixels[8:] + b"tail"
+    assert path.stat().st_mtime_ns == stamp
+    assert write_atomic(str(path), parts, overwrite=False, stamp_ns=stamp) is Outcome.IDENTICAL
+    assert write_atomic(str(path), [b"head", pixels[8:], b"tail"], overwrite=False,
+                        stamp_ns=stamp) is Outcome.IDENTICAL  # the same bytes, cut elsewhere
+    assert write_atomic(str(path), [b"head", memoryview(pixels)[9:], b"tail"], overwrite=False,
+                        stamp_ns=stamp) is Outcome.EXISTS
+    assert write_atomic(str(path), [b"HEAD"], overwrite=True, stamp_ns=stamp) is Outcome.WRITTEN
+    assert path.read_bytes() == b"HEAD"
+    assert [p.name for p in path.parent.iterdir()] == ["t.dcm"]  # no temporary file left

@@ -30,6 +30,7 @@ import hashlib
 import io
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -192,12 +193,15 @@ def unencodable_element(ds: Dataset) -> str | None:
                               bool(little if little is not None else True), "")
 
 
-def _same_content(path: str, data: bytes) -> bool:
+_UTIME_FD = os.utime in os.supports_fd
+
+
+def _same_content(path: str, parts: Sequence[bytes | memoryview]) -> bool:
     try:
-        if os.path.getsize(path) != len(data):
+        if os.path.getsize(path) != sum(len(p) for p in parts):
             return False
         with open(path, "rb") as fh:
-            return fh.read() == data
+            return all(fh.read(len(p)) == p for p in parts)
     except OSError:
         return False
 
@@ -221,16 +225,20 @@ def _stamped(path: str, stamp_ns: int | None) -> bool:
     return mtime % 1_000_000_000 == 0 and mtime // 1_000_000_000 == stamp_ns // 1_000_000_000
 
 
-def write_atomic(path: str, data: bytes, *, overwrite: bool, stamp_ns: int | None = None) -> Outcome:
-    """Write ``data`` to ``path`` through a temporary file in the same folder.
+def write_atomic(path: str, data: bytes | Sequence[bytes | memoryview], *, overwrite: bool,
+                 stamp_ns: int | None = None) -> Outcome:
+    """Write ``data`` (bytes, or pieces written in order) to ``path`` through a temporary file in
+    the same folder.
 
     ``stamp_ns`` is the run's stamp: every output this run writes gets it as its modification
     time, so a retried or resumed partition of the same run recognises its own identical output
     (``IDENTICAL``, counted as written once) while an output left by an earlier run is
     ``EXISTS`` unless ``overwrite`` (deid: "already exists, overwrite set to False").
     """
+    parts: Sequence[bytes | memoryview] = \
+        (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if os.path.lexists(path):
-        if _same_content(path, data) and (overwrite or _stamped(path, stamp_ns)):
+        if _same_content(path, parts) and (overwrite or _stamped(path, stamp_ns)):
             return Outcome.IDENTICAL
         if not overwrite:
             return Outcome.EXISTS
@@ -242,17 +250,22 @@ def write_atomic(path: str, data: bytes, *, overwrite: bool, stamp_ns: int | Non
         os.makedirs(folder, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if stamp_ns is not None:
-            os.utime(tmp, ns=(stamp_ns, stamp_ns))
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
+            if stamp_ns is not None:
+                os.utime(fd if _UTIME_FD else tmp, ns=(stamp_ns, stamp_ns))
+        finally:
+            os.close(fd)
         if overwrite:
             os.replace(tmp, path)
         else:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                if _same_content(path, data) and _stamped(path, stamp_ns):
+                if _same_content(path, parts) and _stamped(path, stamp_ns):
                     return Outcome.IDENTICAL
                 return Outcome.EXISTS
     finally:

@@ -95,11 +95,17 @@ _CREATORS: dict[bytes, str | None] = {}
 
 @dataclass
 class DirectResult:
-    """The output file, the warnings (as the engine words them) and the output SOPInstanceUID."""
+    """The output file (in pieces: large ones are views of the input, never copied here), the
+    warnings (as the engine words them) and the output SOPInstanceUID."""
 
-    data: bytes
+    parts: list[bytes | memoryview]
     warnings: list[str]
     sop_instance_uid: str | None
+
+    @property
+    def data(self) -> bytes:
+        """The output file's bytes."""
+        return b"".join(self.parts)
 
 
 # ------------------------------------------------------------------------------------ the tree
@@ -610,7 +616,7 @@ class _State:
             klass = SecondaryCaptureImageStorage if has_pixels else RAW_DATA_STORAGE
         extras = [n for n in meta_nodes if not n.gone and n.rec.tag not in _REBUILT]
         head = _meta_bytes(f, klass, instance or _seed_uid(instance_seed), syntax, extras)
-        return DirectResult(b"".join([_PREFIX, head, *chunks]), self.warnings, self.manifest_uid())
+        return DirectResult(_coalesce([_PREFIX, head, *chunks]), self.warnings, self.manifest_uid())
 
     def value_of(self, tag: int) -> tuple[bool, Any]:
         """(present, value) of a top-level element of the output: a str for a raw UI element
@@ -688,6 +694,27 @@ class _State:
         if self.ascii_only and element.VR in _TEXT_VRS and not _ascii(element.value):
             raise _Refused  # non-ASCII text after the character set went: rewrite declines too
         _encode(out, element, encodings)
+
+
+#: pieces at least this long are written as they are (views of the input: pixel data); the
+#: ones between them are joined, so a file is written in a few system calls and copied once
+_LARGE = 1 << 16
+
+
+def _coalesce(chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    out: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if len(chunk) >= _LARGE:
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(chunk)
+        else:
+            small.append(chunk)
+    if small:
+        out.append(b"".join(small))
+    return out
 
 
 class _Field:

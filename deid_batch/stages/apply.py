@@ -111,7 +111,7 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
         direct = deidentify_direct(data, config.recipe, variables, config.options, label,
                                    dict(config.functions))
         if direct is not None:  # straight from the raw elements (else: the engine decides)
-            return _store(source, out, direct.data, direct.warnings, partition, config,
+            return _store(source, out, direct.parts, direct.warnings, partition, config,
                           direct.sop_instance_uid, "raw")
     try:
         ds = reading.read_dataset(source, allow_no_pixel_data=config.write_no_pixel_data, data=data)
@@ -163,12 +163,13 @@ def process_file(source: str, variables: Mapping[str, Any] | None, config: Apply
     return _with_linkage(row, before, result.dataset) if row["status"] == Status.WRITTEN.value else row
 
 
-def _store(source: str, out: str, encoded: bytes, warnings: list[str], partition: int,
-           config: ApplyConfig, uid: str | None, writer: str) -> dict[str, Any]:
-    """Write the output and return the file's manifest row."""
+def _store(source: str, out: str, encoded: bytes | list[bytes | memoryview], warnings: list[str],
+           partition: int, config: ApplyConfig, uid: str | None, writer: str) -> dict[str, Any]:
+    """Write the output (its bytes, or its pieces in order) and return the file's manifest row."""
     try:
         if storage.is_url(out):
-            outcome = storage.put_object(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
+            whole = encoded if isinstance(encoded, bytes) else b"".join(encoded)
+            outcome = storage.put_object(out, whole, overwrite=config.overwrite, stamp_ns=config.stamp_ns,
                                          options=config.storage_options)
         else:
             outcome = write_atomic(out, encoded, overwrite=config.overwrite, stamp_ns=config.stamp_ns)
