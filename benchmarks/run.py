@@ -41,6 +41,7 @@ from common import (
     last_json,
     list_files,
     mib,
+    purge_retired,
     run_sampled,
     total_bytes,
     warm_cache,
@@ -108,7 +109,7 @@ def _stage(
 ) -> tuple[dict[str, Any] | None, Any, str]:
     listing = work / "files.txt"
     listing.write_text("\n".join(files) + "\n")
-    clean(out)
+    clean(out, retire=True)
     out.mkdir(parents=True)
     cmd = [
         PYTHON,
@@ -129,7 +130,7 @@ def _stage(
     ]
     proc, _wall, peaks = run_sampled(cmd)
     result = last_json(proc.stdout)
-    clean(out)
+    clean(out, retire=True)
     if proc.returncode != 0 or result is None:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return None, peaks, f"failed (exit {proc.returncode}): {' | '.join(tail)}"[:300]
@@ -150,7 +151,7 @@ def _cli_available() -> str | None:
 
 
 def _cli(exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str) -> tuple[float | None, Any, str]:
-    clean(out)
+    clean(out, retire=True)
     if verb == "scan":
         out.mkdir(parents=True)
         cmd = [
@@ -179,7 +180,7 @@ def _cli(exe: str, verb: str, src: Path, out: Path, workers: int, recipe: str) -
             "-q",
         ]
     proc, wall, peaks = run_sampled(cmd)
-    clean(out)
+    clean(out, retire=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
         return None, peaks, f"CLI exit {proc.returncode}: {' | '.join(tail)}"[:300]
@@ -212,11 +213,10 @@ def bench_archive(name: str, src: Path, work: Path, args: argparse.Namespace) ->
     # I/O floor: cp -r, best of 2 (the first run also warms the dentry cache)
     best = None
     for _ in range(2):
-        if out.exists():
-            shutil.rmtree(out)
+        clean(out, retire=True)
         proc, wall, peaks = run_sampled(["cp", "-r", str(src), str(out)])
         best = wall if best is None else min(best, wall)
-    shutil.rmtree(out, ignore_errors=True)
+    clean(out, retire=True)
     show(_row(name, "cp", "cp -r (I/O floor)", len(files), nbytes, best, peaks))
 
     for key, stage, label in [
@@ -528,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         src = archive(args.work, n, name, regen=args.regen)
         archives[name] = {"root": str(src), "files": n, "seed": 0}
         rows.extend(bench_archive(name, src, args.work, args))
+    purge_retired(args.work)  # after the timings (deleting right before a stage slows it), with
+    # what an interrupted run left
     entries = targets(rows, args.workers)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
