@@ -125,11 +125,15 @@ def test_the_cached_resolver_resolves_every_path_as_realpath_does(tmp_path: Path
     (tmp_path / "in" / "a" / "b" / "rel").symlink_to("f.dcm")
     (tmp_path / "in" / "a" / "b" / "broken").symlink_to(tmp_path / "missing")
     (tmp_path / "in" / "a" / "b" / "chain").symlink_to(tmp_path / "in" / "alias" / "b" / "rel")
+    (tmp_path / "far" / "deep").mkdir(parents=True)
+    (tmp_path / "far" / "f.dcm").write_bytes(b"x")
+    (tmp_path / "in" / "away").symlink_to(tmp_path / "far" / "deep", target_is_directory=True)
     monkeypatch.chdir(tmp_path / "in" / "a")
     paths = [tmp_path / "in" / "alias" / "b" / "f.dcm", tmp_path / "in" / "a" / "b" / "to_out.dcm",
              tmp_path / "in" / "alias" / "b" / "rel", tmp_path / "in" / "a" / "b" / "broken",
              tmp_path / "in" / "a" / "b" / "chain", tmp_path / "in" / "alias" / ".." / "a" / "b",
-             "b/f.dcm", "./b/../b/rel", "../alias", "/", tmp_path / "nowhere" / "x"]
+             "b/f.dcm", "./b/../b/rel", "../alias", "/", tmp_path / "nowhere" / "x",
+             tmp_path / "in" / "away" / ".." / "f.dcm"]  # realpath: the symlink before the ".."
     resolve = _Resolver()
     for path in paths + paths:  # the second time from the cache
         assert str(resolve(path)) == os.path.realpath(path), path

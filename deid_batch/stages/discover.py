@@ -36,7 +36,6 @@ import os
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -326,28 +325,37 @@ def _walk(
         stack.extend(reversed(subfolders))
 
 
-def _resolved(path: Source) -> Path:
-    return Path(os.path.realpath(os.fspath(path)))
+def _resolved(path: Source) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def _inside(child: str, parent: str) -> bool:
+    """``Path(child).is_relative_to(parent)`` for resolved absolute paths (component-wise)."""
+    return child == parent or child.startswith(parent if parent.endswith(os.sep) else parent + os.sep)
 
 
 class _Resolver:
     """``os.path.realpath`` for many paths in few folders (a file list of 100,000 files given
     to the API): each folder is resolved once, then an entry costs one ``lstat`` (a symlinked
-    entry is resolved in full)."""
+    entry is resolved in full, and so is a path with ``..`` in it: realpath resolves a symlink
+    before the ``..`` after it)."""
 
     def __init__(self) -> None:
         self._folders: dict[str, str] = {}
 
-    def __call__(self, path: Source) -> Path:
-        absolute = os.path.abspath(os.fspath(path))
+    def __call__(self, path: Source) -> str:
+        text = os.fspath(path)
+        if ".." in text:
+            return os.path.realpath(text)
+        absolute = os.path.abspath(text)
         folder, name = os.path.split(absolute)
         if not name:  # the root
-            return Path(absolute)
+            return absolute
         real = self._folders.get(folder)
         if real is None:
             real = self._folders[folder] = os.path.realpath(folder)
         joined = os.path.join(real, name)
-        return Path(os.path.realpath(joined)) if os.path.islink(joined) else Path(joined)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
 
 
 def check_output_location(sources: Source | Iterable[Source], output_folder: Source) -> None:
@@ -368,12 +376,12 @@ def check_output_location(sources: Source | Iterable[Source], output_folder: Sou
     resolve = _Resolver()
     for source in given:
         src = resolve(source)
-        if out == src or (out.is_relative_to(src) and src.is_dir()):
+        if out == src or (_inside(out, src) and os.path.isdir(src)):
             raise ConfigError(
                 f"output folder {os.fspath(output_folder)!r} is inside input {os.fspath(source)!r}; "
                 "inputs are never modified: choose an output folder outside every input"
             )
-        if src.is_relative_to(out):
+        if _inside(src, out):
             raise ConfigError(
                 f"input {os.fspath(source)!r} is inside output folder {os.fspath(output_folder)!r}; "
                 "choose an output folder that does not contain the inputs"

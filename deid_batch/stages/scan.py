@@ -89,6 +89,8 @@ class _Columns:
         self.vr: list[str] = []
         self.value: list[str | None] = []
         self.offsets: list[int] = [0]
+        #: the query columns of the last finished file, when its walk already collected them
+        self.last_top: dict[str, str | None] | None = None
 
     def rollback(self) -> None:
         """Forget the fields appended since the last finished file."""
@@ -241,14 +243,15 @@ def _scan_raw(path: str, data: bytes | None, config: ScanConfig, skip: frozenset
     try:
         buf, size = values.read_header(path, data)
         values.flatten_file(path, buf, size, cols.lists, skip, config.expand_sequences, cols.rollback)
-        found = cols.pending(frozenset((config.entity_id, config.item_id)))
-        if any(vr == "SQ" for vr, _value in found.values()):
+        found = cols.pending(_QUERY | {config.entity_id, config.item_id})  # one pass for both
+        entity, item = found.get(config.entity_id), found.get(config.item_id)
+        if entity and entity[0] == "SQ" or item and item[0] == "SQ":
             raise Unsupported("an id element that is a sequence")
     except Exception:  # noqa: BLE001 - any doubt: the pydicom path is the reference
         cols.rollback()
         return buf if buf is not None and len(buf) == size else None
     cols.finish()
-    entity, item = found.get(config.entity_id), found.get(config.item_id)
+    cols.last_top = {name: found[name][1] for name in _QUERY if name in found}
     return (entity[1] or None if entity else None), (item[1] or None if item else None)
 
 
@@ -301,6 +304,7 @@ def _add_row(rows: dict[str, list[object]], cols: _Columns, path: str, entity: s
     rows["source"].append(path)
     rows["entity_id"].append(entity)
     rows["item_id"].append(item)
-    top = cols.top_level(_QUERY)
+    top = cols.last_top if cols.last_top is not None else cols.top_level(_QUERY)
+    cols.last_top = None
     for name in QUERY_COLUMNS:
         rows[name].append(top.get(name))
