@@ -32,7 +32,7 @@ from pathlib import Path
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 __all__ = [
     "ACME_CREATOR",
@@ -311,8 +311,8 @@ def make_dataset(
     sop_uid = _uid(seed, "sop", patient.index, study.index, series.number, instance)
     ds = Dataset()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128

@@ -51,7 +51,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 import pydicom
 from pydicom._uid_dict import UID_dictionary
@@ -376,8 +376,8 @@ def _parse(
     elif not stop_before_pixels and (tags is None or pixel_tag in tags):
         f.seek(pos)
         rest = _pydicom_read_dataset(
-            f, bool(implicit), bool(little), parent_encoding=ds._character_set,
-            specific_tags=tags,
+            cast(BinaryIO, f), bool(implicit), bool(little), parent_encoding=ds._character_set,
+            specific_tags=cast("list[BaseTag | int] | None", tags),
         )
         _check_values(rest, path)
         for tag in rest.keys():
@@ -452,7 +452,7 @@ def _check_pixel_element(
         return None
     endian = "<" if little else ">"
     group, element = struct.unpack(endian + "HH", header[:4])
-    tag = group << 16 | element
+    tag: int = group << 16 | element
     if tag not in _PIXEL_TAGS:
         return None
     vr = header[4:6]
