@@ -430,3 +430,56 @@ def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, ch
     elif vr not in ("PN", "DS", "IS") and type(element.value) is str and value.isascii() and \
             charset in (None, "", "ISO_IR 100", "ISO_IR 192"):
         raise AssertionError("an ASCII str of a plain character set should be built directly")
+
+
+def _canonical_reference(tag: int, vr: str, value: bytes) -> bool:
+    """The element-copy rule written out step by step (the first implementation of
+    ``rewrite._canonical``, which now matches one pattern per VR)."""
+    import re as _re
+
+    from deid_batch.dicom import rewrite as rw
+
+    size = rw._NUMBER_SIZES.get(vr)
+    if size is not None:
+        return len(value) % size == 0 and tag not in rw._LUT_DESCRIPTORS
+    if vr in rw._BULK_VRS:
+        return len(value) % 2 == 0
+    if vr == "FL":
+        return len(value) % 4 == 0 and all(v == v for (v,) in rw._FL.iter_unpack(value))
+    if vr not in rw._TEXT_VRS or len(value) % 2:
+        return False
+    pad = b"\x00" if vr == "UI" else b" "
+    core = value[:-1] if value.endswith(pad) else value
+    if core is not value and len(core) % 2 == 0:
+        return False
+    if core.endswith(b" ") or core.translate(None, bytes(range(0x20, 0x7F))):
+        return False
+    if vr in rw._WHOLE_VRS or not core:
+        return True
+    if core.startswith(b" ") or b" \\" in core or b"\\ " in core:
+        return False
+    if vr == "IS":
+        return all(_re.match(rb"[+-]?[0-9]+\Z", v) for v in core.split(b"\\"))
+    if vr == "DS":
+        return all(_re.match(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z", v)
+                   for v in core.split(b"\\"))
+    return True
+
+
+_VALUE_BYTES = st.one_of(
+    st.lists(st.sampled_from([b" ", b"\\", b"\x00", b"1", b"0", b".", b"+", b"-", b"e", b"E", b"A",
+                              b"z", b"^", b"\xe9", b"\n", b"~"]), max_size=12).map(b"".join),
+    st.binary(max_size=12))
+
+
+@hypothesis.settings(max_examples=3000, deadline=None)
+@hypothesis.given(vr=st.sampled_from(sorted(["AE", "AS", "CS", "DA", "DT", "TM", "UI", "LO", "SH", "UC",
+                                             "PN", "IS", "DS", "LT", "ST", "UT", "UR", "US", "FL", "OB",
+                                             "SQ", "UN", "AT"])),
+                  value=_VALUE_BYTES)
+def test_the_element_copy_rule_is_the_step_by_step_rule(vr, value):
+    from deid_batch.dicom.rewrite import _canonical
+
+    assert _canonical(0x00091010, vr, value) == _canonical_reference(0x00091010, vr, value)
+    if _canonical(0x00091010, vr, value):
+        hypothesis.event("copied")

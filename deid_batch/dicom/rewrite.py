@@ -73,32 +73,40 @@ _DS_RE = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _FL = struct.Struct("<f")
 
 
+# The text rules of _canonical as one pattern per VR: a value is its core (plain printable
+# ASCII, no trailing space; for the multi-valued VRs no space next to a backslash or at the
+# start, and IS/DS numbers as pydicom writes them back) plus at most one padding byte (the
+# length is even, checked first, so a padded core is odd as pydicom pads it).
+_PLAIN = rb"[!-\[\]-~](?:[ -\[\]-~]*[!-\[\]-~])?"  # one value: no backslash, no space at an end
+_IS_VALUE = rb"[+-]?[0-9]+"
+_DS_VALUE = rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+
+
+def _values(value: bytes, empty_ok: bool) -> bytes:
+    one = rb"(?:%s)%s" % (value, b"?" if empty_ok else b"")
+    return rb"(?:%s(?:\\%s)*)?" % (one, one)
+
+
+_SPLIT_CORE = _values(_PLAIN, True)
+_TEXT_RES = {vr: re.compile(core + (rb"\x00?" if vr == "UI" else rb" ?"))
+             for vr, core in ({v: _SPLIT_CORE for v in _SPLIT_VRS} |
+                              {v: rb"(?:[ -~]*[!-~])?" for v in _WHOLE_VRS} |
+                              {"IS": _values(_IS_VALUE, False), "DS": _values(_DS_VALUE, False)}).items()}
+
+
 def _canonical(tag: int, vr: str, value: bytes) -> bool:
     """True if pydicom converting ``value`` and writing it back gives ``value`` unchanged."""
     size = _NUMBER_SIZES.get(vr)
     if size is not None:
         return len(value) % size == 0 and tag not in _LUT_DESCRIPTORS
+    text = _TEXT_RES.get(vr)
+    if text is not None:
+        return not len(value) % 2 and text.fullmatch(value) is not None
     if vr in _BULK_VRS:
         return len(value) % 2 == 0
     if vr == "FL":
         return len(value) % 4 == 0 and all(v == v for (v,) in _FL.iter_unpack(value))
-    if vr not in _TEXT_VRS or len(value) % 2:
-        return False
-    pad = b"\x00" if vr == "UI" else b" "
-    core = value[:-1] if value.endswith(pad) else value
-    if core is not value and len(core) % 2 == 0:
-        return False  # more padding than pydicom writes
-    if core.endswith(b" ") or core.translate(None, _PRINTABLE):
-        return False  # stripped on reading, or not plain ASCII
-    if vr in _WHOLE_VRS or not core:
-        return True
-    if core.startswith(b" ") or b" \\" in core or b"\\ " in core:
-        return False
-    if vr == "IS":
-        return all(_IS_RE.match(v) for v in core.split(b"\\"))
-    if vr == "DS":
-        return all(_DS_RE.match(v) for v in core.split(b"\\"))
-    return True
+    return False
 
 
 def _implicit_vr(tag: int) -> str | None:
