@@ -344,3 +344,30 @@ def test_cli_scan_summary_says_how_headers_were_read(archives, tmp_path, capsys)
                  "--no-progress"]) == 0
     n = len(archives["big-endian"])
     assert f"headers read by the raw walker 0, by pydicom (fallback) {n}" in capsys.readouterr().out
+
+
+def _text_of_reference(value: bytes) -> Any:
+    """``values.text_of``'s rule written out independently: strip the padding, then printable
+    ASCII with no space at a value's start or end."""
+    from deid_batch.dicom.values import NEEDS_PYDICOM
+
+    if any(b > 0x7E for b in value):
+        return NEEDS_PYDICOM
+    text = value.decode("ascii")
+    while text and text[-1] in "\x00 ":
+        text = text[:-1]
+    for part in text.split("\\"):
+        if any(not (0x20 <= ord(c) <= 0x7E) for c in part) or part != part.strip(" "):
+            return NEEDS_PYDICOM
+    return text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from([b" ", b"\\", b"\x00", b"1", b"A", b"z", b"^", b"~", b"\xe9",
+                                           b"\n", b"\t", b"\x7f"]), max_size=14).map(b"".join),
+                 st.binary(max_size=14)))
+def test_the_plain_text_rule_is_the_step_by_step_rule(value: bytes) -> None:
+    from deid_batch.dicom.values import text_of
+
+    assert text_of(value) == _text_of_reference(value) or \
+        text_of(value) is _text_of_reference(value)
