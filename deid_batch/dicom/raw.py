@@ -29,6 +29,10 @@ _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
+#: the VRs with a 2-byte length that pydicom knows (the fast path of walk_explicit; any other
+#: VR takes the general path, which reads an unknown upper-case VR the same way)
+_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
+                        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
 _U32 = struct.Struct("<L")
 _TAG_LEN = struct.Struct("<HHL")
 _TAG_VR_LEN = struct.Struct("<HH2sH")
@@ -101,7 +105,7 @@ def walk_explicit(data: bytes, start: int, end: int) -> list[RawRecord]:
     out: list[RawRecord] = []
     append = out.append
     unpack = _TAG_VR_LEN.unpack_from
-    long_vrs = _LONG_VRS
+    short_vrs = _SHORT_VRS
     new = tuple.__new__  # RawRecord(...) without the Python-level __new__ of a NamedTuple
     pos, last = start, -1
     while pos < end:
@@ -109,7 +113,7 @@ def walk_explicit(data: bytes, start: int, end: int) -> list[RawRecord]:
             raise Unsupported("bytes left over after the last element")
         group, elem, vr, length = unpack(data, pos)
         tag = group << 16 | elem
-        if group == 0xFFFE or not (vr.isalpha() and vr.isupper()) or vr in long_vrs:
+        if group == 0xFFFE or vr not in short_vrs:
             record = _element(data, pos, end, implicit=False)  # the general path (and its errors)
         else:
             stop = pos + 8 + length
