@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from pydicom.valuerep import VR
+
 __all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "element_at", "items_of", "walk",
            "walk_explicit", "walk_file"]
 
@@ -31,8 +33,7 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
                        b"UT", b"UV"})
 #: the VRs with a 2-byte length that pydicom knows (the fast path of walk_explicit; any other
 #: VR takes the general path, which reads an unknown upper-case VR the same way)
-_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
-                        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
+_SHORT_VRS = frozenset(v.value.encode() for v in VR if len(v.value) == 2) - _LONG_VRS
 _U32 = struct.Struct("<L")
 _TAG_LEN = struct.Struct("<HHL")
 _TAG_VR_LEN = struct.Struct("<HH2sH")

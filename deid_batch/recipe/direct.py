@@ -392,7 +392,7 @@ class _State:
         key, selectors, uid_keys = batch.memo_key, batch.selectors, batch.uid_keys
 
         def hit(static: Any, tag: int, uid: str) -> bool:
-            found = static.hits.get(key)
+            found = static.hits.get(key)  # memoised per field kind: runs for every element
             if found is None:
                 found = static.hits[key] = any(static_hit(s, static, tag) for s in selectors)
             return bool(found) or bool(uid_keys) and uid.lower() in uid_keys
@@ -403,12 +403,7 @@ class _State:
                 if node.gone or not node.indexed:
                     continue
                 static = node.static
-                found = static.hits.get(key)  # hit(), inlined: this loop runs for every element
-                if found is None:
-                    found = hit(static, node.rec.tag, node.uid)
-                elif not found and uid_keys:
-                    found = node.uid.lower() in uid_keys
-                if found and not self.shielded(static, node.rec.tag, node.uid):
+                if hit(static, node.rec.tag, node.uid) and not self.shielded(static, node.rec.tag, node.uid):
                     node.gone = True
                 elif node.items:
                     stack.extend(nodes for _item, nodes in node.items)
@@ -680,10 +675,7 @@ class _State:
         if node.new is not None:
             self.encode(out, node.new, encodings)
             return
-        vr = node.vr  # self.f.canonical(node), inlined: this runs for every element written
-        stop = rec.end - 8 if rec.length == raw.UNDEFINED else rec.end
-        if (stop - rec.value_start) % 2 == 0 if vr in _BULK_VRS else \
-                _canonical(rec.tag, vr, self.f.data[rec.value_start:stop]):
+        if self.f.canonical(node):
             out.copy(rec.start, rec.end)
             return
         if rec.tag == 0x7FE00010:

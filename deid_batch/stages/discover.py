@@ -349,11 +349,6 @@ def _resolved(path: Source) -> str:
     return os.path.realpath(os.fspath(path))
 
 
-def _inside(child: str, parent: str) -> bool:
-    """``Path(child).is_relative_to(parent)`` for resolved absolute paths (component-wise)."""
-    return child == parent or child.startswith(parent if parent.endswith(os.sep) else parent + os.sep)
-
-
 class _Resolver:
     """``os.path.realpath`` for many paths in few folders (a file list of 100,000 files given
     to the API): each folder is resolved once, then an entry costs one ``lstat`` (a symlinked
@@ -396,12 +391,12 @@ def check_output_location(sources: Source | Iterable[Source], output_folder: Sou
     resolve = _Resolver()
     for source in given:
         src = resolve(source)
-        if out == src or (_inside(out, src) and os.path.isdir(src)):
+        if out == src or (storage.under(out, src) and os.path.isdir(src)):
             raise ConfigError(
                 f"output folder {os.fspath(output_folder)!r} is inside input {os.fspath(source)!r}; "
                 "inputs are never modified: choose an output folder outside every input"
             )
-        if _inside(src, out):
+        if storage.under(src, out):
             raise ConfigError(
                 f"input {os.fspath(source)!r} is inside output folder {os.fspath(output_folder)!r}; "
                 "choose an output folder that does not contain the inputs"

@@ -89,8 +89,6 @@ class _Columns:
         self.vr: list[str] = []
         self.value: list[str | None] = []
         self.offsets: list[int] = [0]
-        #: the query columns of the last finished file, when its walk already collected them
-        self.last_top: dict[str, str | None] | None = None
 
     def rollback(self) -> None:
         """Forget the fields appended since the last finished file."""
@@ -236,9 +234,9 @@ def _raw_possible(config: ScanConfig) -> bool:
 
 
 def _scan_raw(path: str, data: bytes | None, config: ScanConfig, skip: frozenset[str], cols: _Columns
-              ) -> tuple[str | None, str | None] | bytes | None:
-    """(entity, item) of a file read by the raw walker; else the bytes read (or None) after
-    rolling back: the pydicom path decides (and says what is wrong with the file)."""
+              ) -> tuple[str | None, str | None, dict[str, str | None]] | bytes | None:
+    """(entity, item, query columns) of a file read by the raw walker; else the bytes read (or
+    None) after rolling back: the pydicom path decides (and says what is wrong with the file)."""
     buf, size = None, -1
     try:
         buf, size = values.read_header(path, data)
@@ -251,8 +249,8 @@ def _scan_raw(path: str, data: bytes | None, config: ScanConfig, skip: frozenset
         cols.rollback()
         return buf if buf is not None and len(buf) == size else None
     cols.finish()
-    cols.last_top = {name: found[name][1] for name in _QUERY if name in found}
-    return (entity[1] or None if entity else None), (item[1] or None if item else None)
+    top = {name: found[name][1] for name in _QUERY if name in found}
+    return (entity[1] or None if entity else None), (item[1] or None if item else None), top
 
 
 def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[object]],
@@ -272,7 +270,7 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             got = _scan_raw(path, data, config, skip, cols)
             if isinstance(got, tuple):
                 n_raw += 1
-                _add_row(rows, cols, path, *got)
+                _add_row(rows, path, *got)
                 continue
             data = got if got is not None else data
         try:
@@ -295,16 +293,14 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
                    f"a header element cannot be decoded ({type(exc).__name__})")
             continue
         cols.finish()
-        _add_row(rows, cols, path, entity, item)
+        _add_row(rows, path, entity, item, cols.top_level(_QUERY))
     return n_raw
 
 
-def _add_row(rows: dict[str, list[object]], cols: _Columns, path: str, entity: str | None,
-             item: str | None) -> None:
+def _add_row(rows: dict[str, list[object]], path: str, entity: str | None, item: str | None,
+             top: dict[str, str | None]) -> None:
     rows["source"].append(path)
     rows["entity_id"].append(entity)
     rows["item_id"].append(item)
-    top = cols.last_top if cols.last_top is not None else cols.top_level(_QUERY)
-    cols.last_top = None
     for name in QUERY_COLUMNS:
         rows[name].append(top.get(name))

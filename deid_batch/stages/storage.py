@@ -170,9 +170,14 @@ def inside(child: str, parent: str) -> bool:
     if is_url(a) != is_url(b):
         return False
     if not is_url(a):
-        a, b = os.path.realpath(a), os.path.realpath(b)
-        return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
-    return a == b or a.startswith(b.rstrip("/") + "/")
+        return under(os.path.realpath(a), os.path.realpath(b))
+    return under(a, b, "/")
+
+
+def under(child: str, parent: str, sep: str = os.sep) -> bool:
+    """Is ``child`` equal to or under ``parent``, comparing the paths as they are written
+    (component-wise: ``/a/bc`` is not under ``/a/b``)?"""
+    return child == parent or child.startswith(parent.rstrip(sep) + sep)
 
 
 def read_bytes(url: str, options: StorageOptions | None = None) -> bytes:
