@@ -408,7 +408,7 @@ def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, ch
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_data_element
 
-    from deid_batch.recipe.direct import _encode_str
+    from deid_batch.dicom.elements import encode_str as _encode_str
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

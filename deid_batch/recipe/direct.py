@@ -25,27 +25,18 @@ after the recipe (``remove_private``); elements are written as the byte-level wr
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.charset import (
-    convert_encodings,
-    custom_encoders,
-    default_encoding,
-    encode_string,
-    need_tail_escape_sequence_encodings,
-)
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, SecondaryCaptureImageStorage
 from pydicom.valuerep import VR as _VR
 
-from deid_batch.dicom import raw
+from deid_batch.dicom import elements, raw
 from deid_batch.dicom.reading import DICOMDIR_SOP_CLASS, is_image_storage
 from deid_batch.dicom.rewrite import (
     _BULK_VRS,
@@ -53,7 +44,6 @@ from deid_batch.dicom.rewrite import (
     _ITEM_END,
     _ITEM_START,
     _PREFIX,
-    _PRINTABLE,
     _SEQ_END,
     _TAG,
     _TEXT_VRS,
@@ -611,7 +601,7 @@ class _State:
             klass = SecondaryCaptureImageStorage if has_pixels else RAW_DATA_STORAGE
         extras = [n for n in meta_nodes if not n.gone and n.rec.tag not in _REBUILT]
         head = _meta_bytes(f, klass, instance or _seed_uid(instance_seed), syntax, extras)
-        return DirectResult(_coalesce([_PREFIX, head, *chunks]), self.warnings, self.manifest_uid())
+        return DirectResult(elements.coalesce([_PREFIX, head, *chunks]), self.warnings, self.manifest_uid())
 
     def value_of(self, tag: int) -> tuple[bool, Any]:
         """(present, value) of a top-level element of the output: a str for a raw UI element
@@ -685,28 +675,7 @@ class _State:
     def encode(self, out: _Out, element: DataElement, encodings: Any) -> None:
         if self.ascii_only and element.VR in _TEXT_VRS and not _ascii(element.value):
             raise _Refused  # non-ASCII text after the character set went: rewrite declines too
-        _encode(out, element, encodings)
-
-
-#: pieces at least this long are written as they are (views of the input: pixel data); the
-#: ones between them are joined, so a file is written in a few system calls and copied once
-_LARGE = 1 << 16
-
-
-def _coalesce(chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
-    out: list[bytes | memoryview] = []
-    small: list[bytes | memoryview] = []
-    for chunk in chunks:
-        if len(chunk) >= _LARGE:
-            if small:
-                out.append(b"".join(small))
-                small = []
-            out.append(chunk)
-        else:
-            small.append(chunk)
-    if small:
-        out.append(b"".join(small))
-    return out
+        elements.encode(out, element, encodings)
 
 
 class _Field:
@@ -730,32 +699,16 @@ def _exact_table(key: str, static: Any, uid: str) -> int | None:
     return len(_TABLES) if uid and key == uid.lower() else None
 
 
-_UL_HEADER = struct.Struct("<HH2sHL")
-_SHORT = struct.Struct("<HH2sH")
-_LONG = struct.Struct("<HH2sHL")
-
-
-def _short(tag: int, vr: bytes, value: bytes) -> bytes:
-    return _SHORT.pack(tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-
-
-def _uid(tag: int, text: str) -> bytes:
-    value = text.encode("ascii")  # a UID pydicom writes as it is, NUL-padded to even length
-    if not value or value.translate(None, _PRINTABLE) or len(value) > 0xFFFE:
-        raise _Refused
-    return _short(tag, b"UI", value + b"\0" * (len(value) % 2))
-
-
 def _meta_bytes(f: _File, klass: str, instance: str, syntax: str, extras: list[_Node]) -> bytes:
     """The file meta ``writing._rebuild_file_meta`` + ``rewrite._file_meta`` write, built directly."""
     version = IMPLEMENTATION_VERSION_NAME.encode("ascii")
     parts = [
-        (0x00020001, _LONG.pack(2, 1, b"OB", 0, 2) + b"\x00\x01"),
-        (0x00020002, _uid(0x00020002, klass)),
-        (0x00020003, _uid(0x00020003, instance)),
-        (0x00020010, _uid(0x00020010, syntax)),
-        (0x00020012, _uid(0x00020012, IMPLEMENTATION_CLASS_UID)),
-        (0x00020013, _short(0x00020013, b"SH", version + b" " * (len(version) % 2))),
+        (0x00020001, elements.long_element(0x00020001, b"OB", b"\x00\x01")),
+        (0x00020002, elements.uid_element(0x00020002, klass)),
+        (0x00020003, elements.uid_element(0x00020003, instance)),
+        (0x00020010, elements.uid_element(0x00020010, syntax)),
+        (0x00020012, elements.uid_element(0x00020012, IMPLEMENTATION_CLASS_UID)),
+        (0x00020013, elements.short_element(0x00020013, b"SH", version + b" " * (len(version) % 2))),
     ]
     for node in extras:
         rec = node.rec
@@ -763,74 +716,7 @@ def _meta_bytes(f: _File, klass: str, instance: str, syntax: str, extras: list[_
             parts.append((rec.tag, f.data[rec.start:rec.end]))
             continue
         element = node.new if node.new is not None else f.convert(rec, node.vr, 0)
-        fp = DicomBytesIO()
-        fp.is_little_endian = True
-        fp.is_implicit_VR = False
-        write_data_element(fp, element)
-        parts.append((rec.tag, fp.getvalue()))
+        parts.append((rec.tag, elements.pydicom_bytes(element)))
     parts.sort(key=lambda p: p[0])
     body = b"".join(p for _t, p in parts)
-    return _UL_HEADER.pack(2, 0, b"UL", 4, len(body)) + body
-
-
-#: VR -> padding of the text VRs pydicom writes as the str it holds (write_string / write_text)
-_STRING_PADS = {vr: b" " for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UR")} | {"UI": b"\0"}
-_TEXT_PADS = {vr: b" " for vr in ("LO", "LT", "SH", "ST", "UC", "UT")}
-_LONG_TEXT_VRS = frozenset({"UC", "UR", "UT"})
-_ALL_ASCII = bytes(range(0x80))
-#: str(encodings) -> whether pydicom's encode_string gives an ASCII str's ASCII bytes (bounded)
-_ASCII_ENCODINGS: dict[str, bool] = {}
-
-
-def _ascii_encodings(encodings: Any) -> bool:
-    key = str(encodings)
-    found = _ASCII_ENCODINGS.get(key)
-    if found is None:
-        try:
-            python = convert_encodings(encodings)
-            text = _ALL_ASCII.decode("ascii")
-            found = python[0] not in custom_encoders and \
-                python[0] not in need_tail_escape_sequence_encodings and \
-                text.encode(python[0]) == _ALL_ASCII and encode_string(text, python) == _ALL_ASCII
-        except Exception:  # noqa: BLE001 - an unknown or odd character set: pydicom's writer decides
-            found = False
-        if len(_ASCII_ENCODINGS) < 256:
-            _ASCII_ENCODINGS[key] = found
-    return found
-
-
-def _encode_str(element: DataElement, encodings: Any) -> bytes | None:
-    """``write_data_element``'s bytes (explicit VR little endian) of an element whose value is
-    one ASCII str of a text VR, built directly; None: anything else (pydicom's writer)."""
-    value, vr = element.value, element.VR
-    if type(value) not in (str, UID) or not value.isascii():
-        return None
-    pad = _STRING_PADS.get(vr)
-    if pad is None:
-        pad = _TEXT_PADS.get(vr)
-        if pad is None or not _ascii_encodings(encodings):
-            return None
-    data: bytes = value.encode("ascii")
-    if len(data) % 2:
-        data += pad
-    tag = int(element.tag)
-    if vr in _LONG_TEXT_VRS:
-        header: bytes = _LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data))
-    elif len(data) > 0xFFFF:
-        return None  # pydicom writes it as UN, with its warning
-    else:
-        header = _SHORT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(data))
-    return header + data
-
-
-def _encode(out: _Out, element: DataElement, encodings: Any) -> None:
-    direct = _encode_str(element, encodings)
-    if direct is not None:
-        out.put(direct)
-        return
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_data_element(fp, element, encodings)
-    out.put(fp.getvalue())
-
+    return elements.group_length(2, body)
