@@ -202,6 +202,15 @@ _KNOWN_VRS = {vr.encode(): vr for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT
                                           "UV")}
 
 
+#: how a value of each VR is decoded: directly as text, number or bulk data, else by pydicom
+_PYDICOM, _TEXT, _NUMBER, _BINARY = 0, 1, 2, 3
+_DECODERS = {**{vr: _TEXT for vr in TEXT_VRS}, **{vr: _NUMBER for vr in NUMBER_FORMATS},
+             **{vr: _BINARY for vr in BINARY_VRS}}
+#: (tag, explicit VR bytes or None) -> (keyword, "(GGGG,EEEE)", VR, path name, decoder) of the
+#: elements whose VR does not depend on the file (see _element); bounded (tags seen x VRs)
+_KINDS_SEEN: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]] = {}
+
+
 class _Context:
     """What decoding one data set needs besides its bytes: where its character set and private
     creators are (decoded only when a value needs them), its parent's encoding."""
@@ -292,11 +301,26 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
         ctx.charset = data[value_start:stop]
     elif tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
         ctx.creators[tag] = data[value_start:stop]
-    keyword, tagstr = tag_info(tag)
-    if keyword in skip or tagstr in skip:
+    kind = _KINDS_SEEN.get((tag, vrb))
+    if kind is None:
+        keyword, tagstr = tag_info(tag)
+        if skip and (keyword in skip or tagstr in skip):
+            return  # before its VR is looked at (a skipped element is never read)
+        kind = _kind(tag, vrb, keyword, tagstr, length, ctx)
+    keyword, tagstr, vr, name, decoder = kind
+    if skip and (keyword in skip or tagstr in skip):
         return
-    vr = _vr(tag, vrb, keyword, length, ctx)
-    path = prefix + (keyword or tagstr)
+    path = prefix + name if prefix else name
+    if decoder == _TEXT and length != raw.UNDEFINED:
+        # pydicom reads an empty DS or IS as None (other empty text as "")
+        text = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
+        if text is not NEEDS_PYDICOM:
+            path_, tag_, vr_, value_ = rows  # inline: the hot path, once per element
+            path_.append(path)
+            tag_.append(tagstr)
+            vr_.append(vr)
+            value_.append(text)
+            return
     if vr == "SQ":
         append_row(rows, path, tagstr, "SQ", None)
         if expand:
@@ -309,12 +333,9 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
     if length == raw.UNDEFINED:
         raise Unsupported("an undefined length on an element that is not a sequence")
     value: str | None = NEEDS_PYDICOM
-    if vr in TEXT_VRS:
-        # pydicom reads an empty DS or IS as None (other empty text as "")
-        value = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
-    elif vr in NUMBER_FORMATS:
+    if decoder == _NUMBER:
         value = number_text(data[value_start:stop], vr)
-    elif vr in BINARY_VRS:
+    elif decoder == _BINARY:
         value = binary_text(data[value_start:stop])
     if value is NEEDS_PYDICOM:
         converted = convert_raw_data_element(
@@ -327,6 +348,18 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
     tag_.append(tagstr)
     vr_.append(vr)
     value_.append(value)
+
+
+def _kind(tag: int, vrb: bytes | None, keyword: str, tagstr: str, length: int, ctx: _Context
+          ) -> tuple[str, str, str, str, int]:
+    """(keyword, "(GGGG,EEEE)", VR, path name, decoder) of an element; kept in ``_KINDS_SEEN``
+    where it depends on (tag, VR as written) alone: an explicit VR pydicom keeps (not UN), or a
+    public tag's one dictionary VR in implicit VR."""
+    vr = _vr(tag, vrb, keyword, length, ctx)
+    kind = (keyword, tagstr, vr, keyword or tagstr, _DECODERS.get(vr, _PYDICOM))
+    if (vr == _KNOWN_VRS[vrb] if vrb is not None else keyword) and len(_KINDS_SEEN) < 100_000:
+        _KINDS_SEEN[tag, vrb] = kind
+    return kind
 
 
 def _vr(tag: int, vrb: bytes | None, keyword: str, length: int, ctx: _Context) -> str:
