@@ -458,15 +458,9 @@ class ApplyReport:
         return 1 if self.summary.failed else 0
 
 
-def _check_manifest_location(files: Any, output_folder: str, manifest_dir: str) -> None:
-    """The manifest (PHI linkage, run key) goes neither into an input nor into OUTDIR."""
-    try:
-        check_output_location(files, manifest_dir)
-    except ConfigError:
-        raise ConfigError(
-            f"manifest folder {manifest_dir} is inside an input folder; inputs are never modified: "
-            "choose a --manifest folder outside every input"
-        ) from None
+def _check_manifest_location(output_folder: str, manifest_dir: str) -> None:
+    """The manifest (PHI linkage, run key) does not go into OUTDIR (nor into an input:
+    :func:`check_output_location`)."""
     if storage.inside(manifest_dir, output_folder) or storage.inside(output_folder, manifest_dir):
         raise ConfigError(
             f"manifest folder {manifest_dir} and output folder {output_folder} overlap; the output "
@@ -896,14 +890,14 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
     if output_folder is None:
         output_folder = tempfile.mkdtemp(prefix="deid-batch-")
     output_folder = storage.normalise(output_folder)
-    check_output_location(files, output_folder)
+    manifest_dir = storage.normalise(manifest or default_manifest_dir(output_folder))
+    check_output_location(files, output_folder, manifest_dir)  # one pass over the inputs for both
+    _check_manifest_location(output_folder, manifest_dir)
     keys_source, mapping, id_functions = _prepare_mapping(ids, variables, entity, item, store_opts)
     if mapping is not None:
         check_mapping(mapping, entity, item, name=_mapping_name(variables))
         if keys_source is not None:
             _check_ids_cover(paths, keys_source, _ids_name(ids), store_opts)
-    manifest_dir = storage.normalise(manifest or default_manifest_dir(output_folder))
-    _check_manifest_location(files, output_folder, manifest_dir)
     workers = local_workers(workers)
     size = partition_size(len(paths), partition)
     with _undo_on_refusal(output_folder, manifest_dir):

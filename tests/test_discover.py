@@ -109,6 +109,24 @@ def test_input_inside_output_is_refused(tmp_path: Path) -> None:
         check_output_location(tmp_path / "out" / "in" / "a.dcm", tmp_path / "out")
 
 
+def test_a_manifest_folder_overlapping_an_input_is_refused_in_the_same_pass(tmp_path: Path) -> None:
+    """One pass over a file list checks the output and the manifest folder: each is refused
+    for what it overlaps, with its own message; a file list through a symlinked folder too."""
+    files = [tmp_path / "in" / f"{i}.dcm" for i in range(3)]
+    for f in files:
+        make_dicom(f)
+    (tmp_path / "alias").symlink_to(tmp_path / "in", target_is_directory=True)
+    listed = [tmp_path / "alias" / f.name for f in files]
+    check_output_location(listed, tmp_path / "out", tmp_path / "out.manifest")
+    with pytest.raises(ConfigError, match="manifest folder .* is inside an input folder"):
+        check_output_location([tmp_path / "alias"], tmp_path / "out", tmp_path / "in" / "m")
+    check_output_location(listed, tmp_path / "out", tmp_path / "in" / "m")  # beside listed files
+    with pytest.raises(ConfigError, match="manifest folder"):  # an input inside the manifest folder
+        check_output_location(listed, tmp_path / "out", tmp_path)
+    with pytest.raises(ConfigError, match="inside output"):  # the output is checked first
+        check_output_location(listed, tmp_path, tmp_path / "in" / "m")
+
+
 def test_sibling_output_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     check_output_location([tmp_path / "in"], tmp_path / "in-out")  # a prefix, not a parent

@@ -373,46 +373,58 @@ class _Resolver:
         return os.path.realpath(joined) if os.path.islink(joined) else joined
 
 
-def check_output_location(sources: Source | Iterable[Source], output_folder: Source) -> None:
-    """Refuse an output folder that could overwrite or be read back as input.
+def check_output_location(sources: Source | Iterable[Source], output_folder: Source,
+                          manifest_folder: Source | None = None) -> None:
+    """Refuse an output folder (and a manifest folder) that could overwrite or be read back as input.
+
+    Each source is resolved once for both folders (a file list of millions is walked once).
 
     Raises
     ------
     ConfigError
-        ``output_folder`` equals or is inside an input folder, or an input is inside
-        ``output_folder`` (both compared with symlinks resolved).
+        ``output_folder`` (or ``manifest_folder``) equals or is inside an input folder, or an
+        input is inside it (both compared with symlinks resolved).
     """
     given = [storage.normalise(s) for s in _as_list(sources)]  # file:// URLs are local paths
-    output_folder = storage.normalise(output_folder)
-    if storage.is_url(output_folder) or any(storage.is_url(s) for s in given):
-        _check_url_location(given, output_folder)
+    folders = [(storage.normalise(output_folder), False)]
+    if manifest_folder is not None:
+        folders.append((storage.normalise(manifest_folder), True))
+    if any(storage.is_url(f) for f, _m in folders) or any(storage.is_url(s) for s in given):
+        for folder, is_manifest in folders:
+            _check_url_location(given, folder, is_manifest)
         return
-    out = _resolved(output_folder)
+    resolved = [(_resolved(folder), folder, is_manifest) for folder, is_manifest in folders]
     resolve = _Resolver()
     for source in given:
         src = resolve(source)
-        if out == src or (storage.under(out, src) and os.path.isdir(src)):
-            raise ConfigError(
-                f"output folder {os.fspath(output_folder)!r} is inside input {os.fspath(source)!r}; "
-                "inputs are never modified: choose an output folder outside every input"
-            )
-        if storage.under(src, out):
-            raise ConfigError(
-                f"input {os.fspath(source)!r} is inside output folder {os.fspath(output_folder)!r}; "
-                "choose an output folder that does not contain the inputs"
-            )
+        for out, folder, is_manifest in resolved:
+            if out == src or (storage.under(out, src) and os.path.isdir(src)):
+                raise _overlap(source, folder, is_manifest, inside_input=True)
+            if storage.under(src, out):
+                raise _overlap(source, folder, is_manifest, inside_input=False)
 
 
-def _check_url_location(sources: list[str], output_folder: str) -> None:
+def _overlap(source: Source, folder: Source, is_manifest: bool, *, inside_input: bool) -> ConfigError:
+    if is_manifest:
+        return ConfigError(
+            f"manifest folder {os.fspath(folder)} is inside an input folder; inputs are never modified: "
+            "choose a --manifest folder outside every input"
+        )
+    if inside_input:
+        return ConfigError(
+            f"output folder {os.fspath(folder)!r} is inside input {os.fspath(source)!r}; "
+            "inputs are never modified: choose an output folder outside every input"
+        )
+    return ConfigError(
+        f"input {os.fspath(source)!r} is inside output folder {os.fspath(folder)!r}; "
+        "choose an output folder that does not contain the inputs"
+    )
+
+
+def _check_url_location(sources: list[str], folder: str, is_manifest: bool) -> None:
     """:func:`check_output_location` when URLs are involved (normalised URLs compared)."""
     for source in sources:
-        if storage.inside(output_folder, source):
-            raise ConfigError(
-                f"output folder {output_folder!r} is inside input {source!r}; "
-                "inputs are never modified: choose an output folder outside every input"
-            )
-        if storage.inside(source, output_folder):
-            raise ConfigError(
-                f"input {source!r} is inside output folder {output_folder!r}; "
-                "choose an output folder that does not contain the inputs"
-            )
+        if storage.inside(folder, source):
+            raise _overlap(source, folder, is_manifest, inside_input=True)
+        if storage.inside(source, folder):
+            raise _overlap(source, folder, is_manifest, inside_input=False)
