@@ -70,7 +70,7 @@ def purge_retired(work: Path) -> None:
 
 
 def list_files(root: Path) -> list[str]:
-    out = []
+    out: list[str] = []
     for dirpath, _dirs, names in os.walk(root):
         out.extend(os.path.join(dirpath, n) for n in names)
     out.sort()
