@@ -38,8 +38,9 @@ from deid_batch.stages.apply import ApplyConfig, process_file
 from deid_batch.synth import generate_archive
 
 RECIPES = ["dicom", "dicom.ultrasound", "dicom.xray.chest", None]  # None: our default
-#: archive kinds the direct path reads (explicit VR little endian); the others take the engine
-DIRECT_KINDS = {"small", "ct", "no-private", "no-sequences", "undefined-lengths", "encapsulated",
+#: archive kinds the direct path reads (explicit and implicit VR little endian); the others take the engine
+DIRECT_KINDS = {"small", "ct", "no-private", "no-sequences", "undefined-lengths", "encapsulated", "implicit-vr",
+                "implicit-undefined",
                 "odd-padding"}
 SAMPLES = os.path.join(os.path.dirname(deid_data.__file__), "data")
 KEY = b"byte-writer-test-key-0123456789ab"
@@ -351,10 +352,12 @@ def _raw_value(vr: str, data: bytes) -> bytes:
                              st.sampled_from(_VALUE_VRS), st.binary(max_size=9)), max_size=4),
     undefined=st.booleans(),
     recipe=st.sampled_from(["dicom", None]),
+    implicit=st.booleans(),
 )
 def test_generated_headers_give_the_same_bytes_on_every_path(archives, tmp_path, seed, charset, name, extra,
-                                                            undefined, recipe):
-    """Any header the walker reads: the three paths agree (values odd, non-ASCII, mis-typed)."""
+                                                            undefined, recipe, implicit):
+    """Any header the walker reads: the three paths agree (values odd, non-ASCII, mis-typed; in
+    implicit VR a private element of an unknown creator is UN, mis-typed ones get the dictionary's)."""
     source = archives["small"][seed % len(archives["small"])]
     ds = pydicom.dcmread(source)
     if charset is None:
@@ -371,6 +374,8 @@ def test_generated_headers_give_the_same_bytes_on_every_path(archives, tmp_path,
                                                         False, True)
     path = tmp_path / f"case-{seed}.dcm"
     try:
+        if implicit:
+            _implicit(ds)
         if undefined:
             _undefined_lengths(ds)
         ds.save_as(path, enforce_file_format=True)
@@ -379,7 +384,8 @@ def test_generated_headers_give_the_same_bytes_on_every_path(archives, tmp_path,
     out = tmp_path / f"out-{seed}"
     fast, slow = _configs(recipe, out)
     for writer in _compare([path], fast, slow):
-        hypothesis.event(f"writer {writer}")  # --hypothesis-show-statistics: how many went direct
+        # --hypothesis-show-statistics: how many went direct, in each encoding
+        hypothesis.event(f"writer {writer}{' (implicit VR)' if implicit else ''}")
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -399,8 +405,9 @@ _TEXT_ELEMENTS = {"AE": 0x00080054, "AS": 0x00101010, "CS": 0x00120062, "DA": 0x
 @hypothesis.given(vr=st.sampled_from(sorted(_TEXT_ELEMENTS)), charset=st.sampled_from(_CHARSETS),
                   value=st.one_of(st.text(max_size=40), st.text(st.characters(max_codepoint=0x7F),
                                                                 max_size=40),
-                                  st.sampled_from(["", "YES", "1.2.840.10008.1", "20200101", "A\\B"])))
-def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, charset, value):
+                                  st.sampled_from(["", "YES", "1.2.840.10008.1", "20200101", "A\\B"])),
+                  implicit=st.booleans())
+def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, charset, value, implicit):
     """The direct path writes an ASCII text value itself; whatever it writes is pydicom's bytes."""
     import warnings
 
@@ -416,9 +423,9 @@ def test_text_elements_built_directly_are_the_bytes_pydicoms_writer_gives(vr, ch
             element = DataElement(_TEXT_ELEMENTS[vr], vr, value)
         except Exception:  # noqa: BLE001 - pydicom refuses the value itself
             hypothesis.reject()
-        direct = _encode_str(element, charset)
+        direct = _encode_str(element, charset, implicit)
         fp = DicomBytesIO()
-        fp.is_little_endian, fp.is_implicit_VR = True, False
+        fp.is_little_endian, fp.is_implicit_VR = True, implicit
         try:
             write_data_element(fp, element, charset)
         except Exception:  # noqa: BLE001 - pydicom cannot write it: the direct path must not either

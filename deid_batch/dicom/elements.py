@@ -1,5 +1,5 @@
-"""Element bytes built directly: what pydicom's ``write_data_element`` writes (explicit VR
-little endian) for the elements the direct path adds or changes, without a ``DicomBytesIO`` where
+"""Element bytes built directly: what pydicom's ``write_data_element`` writes (little endian,
+explicit or implicit VR) for the elements the direct path adds or changes, without a ``DicomBytesIO`` where
 the value is one ASCII string, and the output's pieces joined for few writes.
 
 Every function here gives exactly pydicom's bytes or defers to pydicom's writer (``encode``) or to
@@ -52,6 +52,7 @@ def coalesce(chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
 _UL_HEADER = struct.Struct("<HH2sHL")
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2sHL")
+_IMPLICIT_HEADER = struct.Struct("<HHL")
 
 
 def short_element(tag: int, vr: bytes, value: bytes) -> bytes:
@@ -103,9 +104,9 @@ def ascii_encodings(encodings: Any) -> bool:
     return found
 
 
-def encode_str(element: DataElement, encodings: Any) -> bytes | None:
-    """``write_data_element``'s bytes (explicit VR little endian) of an element whose value is
-    one ASCII str of a text VR, built directly; None: anything else (pydicom's writer)."""
+def encode_str(element: DataElement, encodings: Any, implicit: bool = False) -> bytes | None:
+    """``write_data_element``'s bytes (little endian, explicit or implicit VR) of an element whose
+    value is one ASCII str of a text VR, built directly; None: anything else (pydicom's writer)."""
     value, vr = element.value, element.VR
     if type(value) not in (str, UID) or not value.isascii():
         return None
@@ -118,26 +119,28 @@ def encode_str(element: DataElement, encodings: Any) -> bytes | None:
     if len(data) % 2:
         data += pad
     tag = int(element.tag)
-    if vr in _LONG_TEXT_VRS:
-        header: bytes = _LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data))
-    elif len(data) > 0xFFFF:
-        return None  # pydicom writes it as UN, with its warning
+    if len(data) > 0xFFFF and vr not in _LONG_TEXT_VRS:
+        return None  # explicit VR: pydicom writes it as UN, with its warning (implicit: its writer)
+    if implicit:
+        header: bytes = _IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, len(data))
+    elif vr in _LONG_TEXT_VRS:
+        header = _LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data))
     else:
         header = _SHORT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(data))
     return header + data
 
 
-def pydicom_bytes(element: DataElement, encodings: Any = None) -> bytes:
-    """pydicom's ``write_data_element`` bytes of ``element`` (explicit VR little endian)."""
+def pydicom_bytes(element: DataElement, encodings: Any = None, implicit: bool = False) -> bytes:
+    """pydicom's ``write_data_element`` bytes of ``element`` (little endian; explicit VR unless
+    ``implicit``)."""
     fp = DicomBytesIO()
     fp.is_little_endian = True
-    fp.is_implicit_VR = False
+    fp.is_implicit_VR = implicit
     write_data_element(fp, element, encodings)
     return fp.getvalue()
 
 
-def encode(out: _Out, element: DataElement, encodings: Any) -> None:
+def encode(out: _Out, element: DataElement, encodings: Any, implicit: bool = False) -> None:
     """Put ``element``'s bytes on ``out``: built directly where :func:`encode_str` can, else pydicom's."""
-    direct = encode_str(element, encodings)
-    out.put(direct if direct is not None else pydicom_bytes(element, encodings))
-
+    direct = encode_str(element, encodings, implicit)
+    out.put(direct if direct is not None else pydicom_bytes(element, encodings, implicit))

@@ -10,10 +10,16 @@ the caller then takes that path. Never raises for bad input.
 **Which recipes**: those :func:`~deid_batch.recipe.direct_plan.direct_plan_of` compiles (see
 :mod:`deid_batch.recipe.direct_plan`); deid's bundled ``dicom`` family is one.
 
-**Which files**: explicit VR little endian (also its encapsulated syntaxes), preamble + ``DICM``,
-file meta and data set walked exactly by :mod:`deid_batch.dicom.raw` up to the last byte, no
-``UN`` element, no character set inside an item, the character set kept, an image storage object
-with its pixel data, not a DICOMDIR. Anything else: ``None``.
+**Which files**: explicit VR little endian (also its encapsulated syntaxes) and implicit VR
+little endian, preamble + ``DICM``, file meta and data set walked exactly by
+:mod:`deid_batch.dicom.raw` up to the last byte, no character set inside an item, the character
+set kept, an image storage object with its pixel data, not a DICOMDIR. In explicit VR no ``UN``
+element (pydicom may re-read it with the dictionary's VR); in implicit VR every element gets the VR
+pydicom's ``raw_element_vr`` gives it (the dictionary's, LO for a private creator, the private
+dictionary's under the element's creator, else UN; pixel data OW), and a file with an ambiguous VR
+(``US or SS``: pydicom picks one from other elements), an unknown public tag, an undefined length
+on anything but a sequence or a data set that looks explicit is refused. Outputs keep the input's
+transfer syntax. Anything else: ``None``.
 
 The semantics are the engine's, step by step: KEEP protects (through the skip list) the tags of
 the top-level and file-meta elements it matches; the index is every element not skipped and not
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, SecondaryCaptureImageStorage
@@ -75,11 +81,16 @@ from deid_batch.recipe.plan import RemoveBatch
 __all__ = ["DirectPlan", "DirectResult", "deidentify_direct", "direct_plan_of"]
 
 _KNOWN_VRS = frozenset(v.value.encode() for v in _VR if len(v.value) == 2) - {b"UN"}
+#: in implicit VR, UN is the VR pydicom gives a private element it has no dictionary entry for
+#: (it stays UN: no VR is re-read from the dictionary)
+_IMPLICIT_VRS = _KNOWN_VRS | {b"UN"}
+_IMPLICIT_SYNTAX = "1.2.840.10008.1.2"
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_PIXEL_DATA = 0x7FE00010
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _DIRECTORY_RECORDS = 0x00041220
 _NUMERIC_VRS = ("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OB", "OD", "OF", "OL", "OV", "OW", "UN")
-_SYNTAXES: dict[bytes, tuple[bool, str] | None] = {}
+_SYNTAXES: dict[bytes, tuple[bool, str, bool] | None] = {}
 _CREATORS: dict[bytes, str | None] = {}
 
 
@@ -124,15 +135,16 @@ class _Refused(Exception):
     """The direct path cannot prove it does what the engine does: take the engine's path."""
 
 
-def _syntax(value: bytes) -> tuple[bool, str] | None:
-    """(compressed, uid) of an explicit VR little endian transfer syntax, else None (memoised)."""
+def _syntax(value: bytes) -> tuple[bool, str, bool] | None:
+    """(compressed, uid, implicit) of an explicit or implicit VR little endian transfer syntax,
+    else None (memoised)."""
     if value in _SYNTAXES:
         return _SYNTAXES[value]
     text = value.decode("ascii", "replace").rstrip("\0 ")
     uid = UID(text)
     ok = uid.is_transfer_syntax and not uid.is_private and not uid.is_deflated and \
-        uid.is_little_endian and not uid.is_implicit_VR
-    found = (bool(uid.is_compressed), text) if ok else None
+        uid.is_little_endian and (not uid.is_implicit_VR or text == _IMPLICIT_SYNTAX)
+    found = (bool(uid.is_compressed), text, bool(uid.is_implicit_VR)) if ok else None
     if len(_SYNTAXES) < 64:
         _SYNTAXES[value] = found
     return found
@@ -153,6 +165,8 @@ class _File:
         #: after the recipe removed SpecificCharacterSet) and the element's value (for writing)
         self.encoding: Any = default_encoding
         self.charset_value: Any = "iso8859"
+        #: implicit VR little endian: each record carries the VR pydicom gives it (typed)
+        self.implicit = False
 
     # -------------------------------------------------------------- reading the structure
     def records(self) -> tuple[list[raw.RawRecord], list[raw.RawRecord], bool, str]:
@@ -170,12 +184,69 @@ class _File:
         found = _syntax(data[syntax.value_start:syntax.end]) if syntax is not None else None
         if found is None:
             raise _Refused
-        records = raw.walk_explicit(data, offset, len(data))
+        self.implicit = found[2]
+        records = self.walk(offset, len(data))
         if not records or records[0].tag >> 16 <= 2 or records[-1].tag >> 16 == 0xFFFE:
             raise _Refused
         if all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
             raise _Refused
         return meta, records, found[0], found[1]
+
+    def walk(self, start: int, end: int) -> list[raw.RawRecord]:
+        """The records of one data set level; in implicit VR typed with pydicom's VRs."""
+        if not self.implicit:
+            return raw.walk_explicit(self.data, start, end)
+        data = self.data
+        if end - start >= 6 and 0x40 < data[start + 4] < 0x5B and 0x40 < data[start + 5] < 0x5B:
+            raise _Refused  # looks explicit: pydicom would read this level as explicit VR
+        typed: list[raw.RawRecord] = []
+        creators: dict[int, raw.RawRecord] = {}
+        for rec in raw.walk(data, start, end, implicit=True):
+            vr = self.implicit_vr(rec, creators)
+            typed.append(raw.RawRecord(rec.tag, vr, rec.start, rec.value_start, rec.length, rec.end))
+            if vr == b"LO" and rec.tag >> 16 & 1 and rec.tag & 0xFF00 == 0:
+                creators[rec.tag] = typed[-1]
+        return typed
+
+    def private_vr(self, rec: raw.RawRecord, creators: dict[int, raw.RawRecord]) -> str:
+        """``hooks._private_vr_for_tag``: LO for a creator, the private dictionary's VR under the
+        element's creator, else UN."""
+        tag = rec.tag
+        element = tag & 0xFFFF
+        if 0x10 <= element <= 0xFF:
+            return "LO"  # a private creator
+        if element < 0x1000:
+            raise _Refused  # reserved, a private group length or an element with no creator slot
+        creator_rec = creators.get((tag & 0xFFFF0000) | element >> 8)
+        if creator_rec is None:
+            return "UN"
+        creator = self.creator(creator_rec)
+        if creator is None:
+            raise _Refused  # a creator that is not one str: let pydicom decide
+        try:
+            return private_dictionary_VR(tag, creator) if creator else "UN"
+        except KeyError:
+            return "UN"
+
+    def implicit_vr(self, rec: raw.RawRecord, creators: dict[int, raw.RawRecord]) -> bytes:
+        """The VR pydicom gives an implicit VR element (``hooks.raw_element_vr``); _Refused where
+        it is ambiguous or pydicom would warn or guess."""
+        tag = rec.tag
+        try:
+            vr = dictionary_VR(tag)  # first, as pydicom does (repeater masks match odd groups too)
+        except KeyError:
+            vr = self.private_vr(rec, creators) if tag >> 16 & 1 else ""
+            if not vr:
+                if tag & 0xFFFF:
+                    raise _Refused from None  # pydicom warns and reads UN
+                vr = "UL"  # a group length
+        if tag == _PIXEL_DATA:
+            vr = "OW"  # 'OB or OW': pydicom gives implicit VR pixel data OW
+        if len(vr) != 2:
+            raise _Refused  # an ambiguous VR: pydicom picks one from other elements
+        if rec.length == raw.UNDEFINED and vr != "SQ" and tag != _PIXEL_DATA:
+            raise _Refused  # pydicom reads an undefined length as a sequence
+        return vr.encode()
 
     def level(self, records: list[raw.RawRecord], prefix: str | None, uprefix: str,
               indexed: bool, depth: int, key: tuple[int, ...], descend: bool = True) -> list[_Node]:
@@ -185,7 +256,7 @@ class _File:
         append = nodes.append
         protected = self.protected
         uids = self.plan.uid_keys
-        known, kinds = _KNOWN_VRS, _KINDS
+        known, kinds = _IMPLICIT_VRS if self.implicit else _KNOWN_VRS, _KINDS
         for rec in records:
             tag, vr_bytes = rec[0], rec[1]
             if vr_bytes not in known:
@@ -218,8 +289,8 @@ class _File:
                 continue
             rec, key = node.rec, node.key
             node.items = []
-            for i, item in enumerate(raw.items_of(data, rec, implicit=False)):
-                sub = raw.walk_explicit(data, item.value_start, item.value_end)
+            for i, item in enumerate(raw.items_of(data, rec, implicit=self.implicit)):
+                sub = self.walk(item.value_start, item.value_end)
                 node.items.append((item, self.level(sub, node.name, f"{node.uid}__{i}__", node.indexed,
                                                     node.depth + 1, (*key, i))))
 
@@ -656,7 +727,7 @@ class _State:
                     body.put(_ITEM_END)
             chunks, n = body.done()
             undefined = rec.length == raw.UNDEFINED
-            out.put(_TAG.pack(rec.tag >> 16, rec.tag & 0xFFFF) + b"SQ\x00\x00" +
+            out.put(_TAG.pack(rec.tag >> 16, rec.tag & 0xFFFF) + (b"" if self.f.implicit else b"SQ\x00\x00") +
                     _U32.pack(raw.UNDEFINED if undefined else n))
             out.extend(chunks)
             if undefined:
@@ -675,7 +746,7 @@ class _State:
     def encode(self, out: _Out, element: DataElement, encodings: Any) -> None:
         if self.ascii_only and element.VR in _TEXT_VRS and not _ascii(element.value):
             raise _Refused  # non-ASCII text after the character set went: rewrite declines too
-        elements.encode(out, element, encodings)
+        elements.encode(out, element, encodings, self.f.implicit)
 
 
 class _Field:
