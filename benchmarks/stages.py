@@ -98,10 +98,16 @@ def deid(files: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _cluster(workers: int):  # type: ignore[no-untyped-def]
+    import dask
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    try:  # the workers as deid-batch starts its own local cluster (no statistical profiler)
+        from deid_batch.stages.pipeline import LOCAL_CLUSTER_CONFIG
+    except ImportError:  # an older deid_batch
+        LOCAL_CLUSTER_CONFIG = {}
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cluster)
     client.wait_for_workers(workers)
     # import the pipeline on the workers before timing: paid once per worker, not per file

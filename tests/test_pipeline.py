@@ -146,3 +146,19 @@ def test_scan_writes_parquet_in_input_order(small_archive, tmp_path):
     assert main(["scan", str(small_archive), "--ids", str(ids), "--workers", "0", "--no-progress"]) == 0
     table = pq.read_table(ids)
     assert table.column("source").to_pylist() == discover(small_archive)
+
+
+def test_the_local_clusters_deid_batch_starts_run_no_worker_profiler(local_client):
+    """The statistical profiler samples a task's stack every 10 ms while holding the GIL the task
+    needs: off on the clusters deid-batch starts; a cluster the user started keeps its settings."""
+    from deid_batch.stages.pipeline import open_executor
+
+    def profiling(dask_worker) -> bool:  # type: ignore[no-untyped-def]
+        return "profile" in dask_worker.periodic_callbacks
+
+    with open_executor(workers=2) as ex:
+        ours = ex.client.run(profiling)
+    assert len(ours) == 2 and not any(ours.values())
+    with open_executor(local_client) as ex:
+        theirs = ex.client.run(profiling)
+    assert theirs and all(theirs.values())
