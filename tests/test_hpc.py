@@ -163,6 +163,9 @@ def test_pbs_job_script_carries_the_settings_an_hpc_user_edits() -> None:
                 "--death-timeout 120", "--memory-limit 1.86GiB"):  # 16GB / 8
         assert arg in script, arg
     assert script.index("module load") < script.index("distributed.cli.dask_worker")
+    # the user's prologue lines are kept, then the line that turns the worker profiler off
+    assert script.index("module load") < script.index("export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False") \
+        < script.index("distributed.cli.dask_worker")
 
 
 def test_slurm_job_script_carries_the_shipped_settings_and_one_process_per_core_by_default() -> None:
@@ -203,6 +206,9 @@ def test_pbs_job_script_run_by_hand_starts_workers_that_do_the_run(small_archive
                                collect_outputs=False)
             assert report.exit_code == 0
             assert len(client.scheduler_info()["workers"]) == 2
+            # the job script's workers run without dask's statistical profiler, as local ones
+            profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+            assert len(profiling) == 2 and not any(profiling.values())
     finally:
         cluster.close()
         os.killpg(job.pid, signal.SIGTERM)

@@ -302,6 +302,12 @@ def jobqueue_cluster(system: str) -> Any:
     options = dict(dask.config.get(f"{conf}.scheduler-options", None) or {})
     options.setdefault("dashboard_address", ":0")
     kwargs["scheduler_options"] = options
+    # the job's workers run without the statistical profiler, as a LocalCluster's (the user's
+    # prologue lines first; env-extra is the older name dask-jobqueue still reads)
+    prologue = dask.config.get(f"{conf}.job-script-prologue", None) or \
+        dask.config.get(f"{conf}.env-extra", None) or []
+    exports = [f"export {_env_name(k)}={v}" for k, v in LOCAL_CLUSTER_CONFIG.items()]
+    kwargs["job_script_prologue"] = [*prologue, *exports]
     try:
         return cls(**kwargs)
     except ValueError as exc:
@@ -309,6 +315,11 @@ def jobqueue_cluster(system: str) -> Any:
                           f"({_first_line(exc)}); set {conf}.cores and {conf}.memory (and queue, account, "
                           "walltime) in configs/jobqueue.yaml and pass it with --dask-config, or put it in "
                           "~/.config/dask/") from None
+
+
+def _env_name(key: str) -> str:
+    """The environment variable dask reads ``key`` from (``DASK_`` + dots as ``__``)."""
+    return "DASK_" + key.replace(".", "__").replace("-", "_").upper()
 
 
 def check_jobqueue(cluster: JobQueue | str | None) -> JobQueue | None:
