@@ -40,7 +40,7 @@ from deid_batch.synth import generate_archive
 RECIPES = ["dicom", "dicom.ultrasound", "dicom.xray.chest", None]  # None: our default
 #: archive kinds the direct path reads (explicit and implicit VR little endian); the others take the engine
 DIRECT_KINDS = {"small", "ct", "no-private", "no-sequences", "undefined-lengths", "encapsulated", "implicit-vr",
-                "implicit-undefined",
+                "implicit-undefined", "implicit-ambiguous", "implicit-ambiguous-signed",
                 "odd-padding"}
 SAMPLES = os.path.join(os.path.dirname(deid_data.__file__), "data")
 KEY = b"byte-writer-test-key-0123456789ab"
@@ -89,6 +89,25 @@ def _odd_padding(ds: pydicom.Dataset) -> None:
         pydicom.tag.Tag(0x00100000), "UL", 4, b"\x00\x00\x00\x00", 0, False, True)
 
 
+def _ambiguous_vrs(ds: pydicom.Dataset) -> None:
+    """Elements whose dictionary VR is ambiguous, as CT and MR scanners write them (implicit VR):
+    pydicom resolves US or SS by PixelRepresentation, OB or OW (overlay data) as OW."""
+    _implicit(ds)
+    ds.SmallestImagePixelValue = 0
+    ds.LargestImagePixelValue = 4000
+    ds.PixelPaddingValue = 0
+    ds.add_new(0x60000010, "US", 2)  # OverlayRows
+    ds.add_new(0x60000011, "US", 8)  # OverlayColumns
+    ds.add_new(0x60003000, "OW", b"\x01\x00" * 2)  # OverlayData: 'OB or OW'
+
+
+def _ambiguous_signed(ds: pydicom.Dataset) -> None:
+    _ambiguous_vrs(ds)
+    ds.PixelRepresentation = 1
+    ds.SmallestImagePixelValue = -1024
+    ds.PixelPaddingValue = -2000
+
+
 KINDS = {
     "small": {},
     "ct": {"pixels": "ct"},
@@ -98,6 +117,8 @@ KINDS = {
     "undefined-lengths": {"change": _undefined_lengths},
     "implicit-undefined": {"change": lambda ds: (_implicit(ds), _undefined_lengths(ds))},
     "encapsulated": {"change": _encapsulated},
+    "implicit-ambiguous": {"change": _ambiguous_vrs},
+    "implicit-ambiguous-signed": {"change": _ambiguous_signed},
     "odd-padding": {"change": _odd_padding},
 }
 
@@ -490,3 +511,18 @@ def test_the_element_copy_rule_is_the_step_by_step_rule(vr, value):
     assert _canonical(0x00091010, vr, value) == _canonical_reference(0x00091010, vr, value)
     if _canonical(0x00091010, vr, value):
         hypothesis.event("copied")
+
+
+def test_an_ambiguous_vr_the_recipe_changes_sends_the_file_to_the_engine(archives, tmp_path):
+    """Implicit VR elements typed for copying only (US or SS, OB or OW): a recipe that changes one
+    needs pydicom's choice of VR, so the direct path declines; the bytes are the engine's."""
+    recipe = tmp_path / "deid.ambiguous"
+    recipe.write_text("FORMAT dicom\n\n%header\n\nBLANK PixelPaddingValue\nREPLACE SmallestImagePixelValue 5\n")
+    fast, slow = _configs(str(recipe), tmp_path, base=None)
+    files = archives["implicit-ambiguous"] + archives["implicit-ambiguous-signed"]
+    writers = _compare(files, fast, slow)
+    assert writers["raw"] == 0 and sum(writers.values()) == len(files)
+    removed = tmp_path / "deid.removed"
+    removed.write_text("FORMAT dicom\n\n%header\n\nREMOVE PixelPaddingValue\nREMOVE OverlayData\n")
+    fast, slow = _configs(str(removed), tmp_path / "removed", base=None)
+    assert _compare(files, fast, slow) == Counter({"raw": len(files)})  # removing needs no VR

@@ -16,9 +16,11 @@ little endian, preamble + ``DICM``, file meta and data set walked exactly by
 set kept, an image storage object with its pixel data, not a DICOMDIR. In explicit VR no ``UN``
 element (pydicom may re-read it with the dictionary's VR); in implicit VR every element gets the VR
 pydicom's ``raw_element_vr`` gives it (the dictionary's, LO for a private creator, the private
-dictionary's under the element's creator, else UN; pixel data OW), and a file with an ambiguous VR
-(``US or SS``: pydicom picks one from other elements), an unknown public tag, an undefined length
-on anything but a sequence or a data set that looks explicit is refused. Outputs keep the input's
+dictionary's under the element's creator, else UN; pixel data OW); ``US or SS`` (at the top level,
+beside PixelRepresentation) and ``OB or OW`` elements are copied or removed but never converted
+here (a recipe that changes one sends the file to the engine), and a file with another ambiguous
+VR, an unknown public tag, an undefined length on anything but a sequence or a data set that looks
+explicit is refused. Outputs keep the input's
 transfer syntax. Anything else: ``None``.
 
 The semantics are the engine's, step by step: KEEP protects (through the skip list) the tags of
@@ -87,6 +89,7 @@ _IMPLICIT_VRS = _KNOWN_VRS | {b"UN"}
 _IMPLICIT_SYNTAX = "1.2.840.10008.1.2"
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_REPRESENTATION = 0x00280103
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _DIRECTORY_RECORDS = 0x00041220
 _NUMERIC_VRS = ("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OB", "OD", "OF", "OL", "OV", "OW", "UN")
@@ -129,6 +132,14 @@ class _Node:
         self.depth = depth
         self.new: DataElement | None = None  # the changed element (REPLACE, BLANK)
         self.name = name  # nested name, as the field index names it
+
+
+def _ambiguous(tag: int) -> bool:
+    """The dictionary gives ``tag`` more than one VR (``US or SS``, ``OB or OW``, ...)."""
+    try:
+        return len(dictionary_VR(tag)) != 2
+    except KeyError:
+        return False
 
 
 class _Refused(Exception):
@@ -185,14 +196,14 @@ class _File:
         if found is None:
             raise _Refused
         self.implicit = found[2]
-        records = self.walk(offset, len(data))
+        records = self.walk(offset, len(data), top=True)
         if not records or records[0].tag >> 16 <= 2 or records[-1].tag >> 16 == 0xFFFE:
             raise _Refused
         if all(r.tag == _CHARSET or r.tag & 0xFFFF == 0 for r in records):
             raise _Refused
         return meta, records, found[0], found[1]
 
-    def walk(self, start: int, end: int) -> list[raw.RawRecord]:
+    def walk(self, start: int, end: int, top: bool = False) -> list[raw.RawRecord]:
         """The records of one data set level; in implicit VR typed with pydicom's VRs."""
         if not self.implicit:
             return raw.walk_explicit(self.data, start, end)
@@ -201,8 +212,11 @@ class _File:
             raise _Refused  # looks explicit: pydicom would read this level as explicit VR
         typed: list[raw.RawRecord] = []
         creators: dict[int, raw.RawRecord] = {}
+        pixel_representation = False  # (0028,0103) at the top level: pydicom resolves US or SS with it
         for rec in raw.walk(data, start, end, implicit=True):
-            vr = self.implicit_vr(rec, creators)
+            if top and rec.tag == _PIXEL_REPRESENTATION:
+                pixel_representation = rec.length == 2
+            vr = self.implicit_vr(rec, creators, pixel_representation)
             typed.append(raw.RawRecord(rec.tag, vr, rec.start, rec.value_start, rec.length, rec.end))
             if vr == b"LO" and rec.tag >> 16 & 1 and rec.tag & 0xFF00 == 0:
                 creators[rec.tag] = typed[-1]
@@ -228,9 +242,15 @@ class _File:
         except KeyError:
             return "UN"
 
-    def implicit_vr(self, rec: raw.RawRecord, creators: dict[int, raw.RawRecord]) -> bytes:
+    def implicit_vr(self, rec: raw.RawRecord, creators: dict[int, raw.RawRecord],
+                    pixel_representation: bool = False) -> bytes:
         """The VR pydicom gives an implicit VR element (``hooks.raw_element_vr``); _Refused where
-        it is ambiguous or pydicom would warn or guess."""
+        pydicom would warn or guess.
+
+        Ambiguous VRs whose candidates share the element-copy rule are typed with one of them:
+        ``US or SS`` at the top level of a data set with PixelRepresentation (pydicom picks US or
+        SS by it), ``OB or OW`` (overlay, waveform data). Such an element is only ever copied or
+        removed: :meth:`convert` refuses it (the engine decides its VR and value)."""
         tag = rec.tag
         try:
             vr = dictionary_VR(tag)  # first, as pydicom does (repeater masks match odd groups too)
@@ -242,8 +262,12 @@ class _File:
                 vr = "UL"  # a group length
         if tag == _PIXEL_DATA:
             vr = "OW"  # 'OB or OW': pydicom gives implicit VR pixel data OW
+        elif vr == "US or SS" and pixel_representation:
+            vr = "US"  # 2-byte integers either way: copied as they are, never converted here
+        elif vr == "OB or OW":
+            vr = "OW"  # bulk bytes either way
         if len(vr) != 2:
-            raise _Refused  # an ambiguous VR: pydicom picks one from other elements
+            raise _Refused  # another ambiguous VR: pydicom picks one from other elements
         if rec.length == raw.UNDEFINED and vr != "SQ" and tag != _PIXEL_DATA:
             raise _Refused  # pydicom reads an undefined length as a sequence
         return vr.encode()
@@ -327,6 +351,8 @@ class _File:
         the file meta; no ambiguous VR to correct)."""
         del depth  # items hold no character set (refused): they were read with the data set's
         tag = rec.tag
+        if self.implicit and tag != _PIXEL_DATA and _ambiguous(tag):
+            raise _Refused  # an ambiguous VR typed for copying (implicit_vr): pydicom's choice
         encoding = default_encoding if tag == _CHARSET or tag >> 16 == 2 else self.encoding
         return convert_raw_data_element(_raw_element(self.data, rec, vr), encoding=encoding)
 
