@@ -307,42 +307,36 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
         if skip and (keyword in skip or tagstr in skip):
             return  # before its VR is looked at (a skipped element is never read)
         kind = _kind(tag, vrb, keyword, tagstr, length, ctx)
-    keyword, tagstr, vr, name, decoder = kind
-    if skip and (keyword in skip or tagstr in skip):
+    elif skip and (kind[0] in skip or kind[1] in skip):
         return
+    _keyword, tagstr, vr, name, decoder = kind
     path = prefix + name if prefix else name
-    if decoder == _TEXT and length != raw.UNDEFINED:
-        # pydicom reads an empty DS or IS as None (other empty text as "")
-        text = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
-        if text is not NEEDS_PYDICOM:
-            path_, tag_, vr_, value_ = rows  # inline: the hot path, once per element
-            path_.append(path)
-            tag_.append(tagstr)
-            vr_.append(vr)
-            value_.append(text)
-            return
-    if vr == "SQ":
-        append_row(rows, path, tagstr, "SQ", None)
-        if expand:
-            record = raw.element_at(data, pos, end, implicit=ctx.implicit)
-            encoding = ctx.text_encoding()
-            for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
-                _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
-                       rows, skip, True, encoding)
-        return
-    if length == raw.UNDEFINED:
-        raise Unsupported("an undefined length on an element that is not a sequence")
     value: str | None = NEEDS_PYDICOM
-    if decoder == _NUMBER:
-        value = number_text(data[value_start:stop], vr)
-    elif decoder == _BINARY:
-        value = binary_text(data[value_start:stop])
+    if decoder == _TEXT and length != raw.UNDEFINED:  # the hot path: plain text, decoded directly
+        # pydicom reads an empty DS or IS as None (other empty text as "")
+        value = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
     if value is NEEDS_PYDICOM:
-        converted = convert_raw_data_element(
-            RawDataElement(BaseTag(tag), None if ctx.implicit else vr, length, data[value_start:stop],
-                           value_start, ctx.implicit, True, True),
-            encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
-        vr, value = str(converted.VR), element_text(converted)
+        if vr == "SQ":
+            append_row(rows, path, tagstr, "SQ", None)
+            if expand:
+                record = raw.element_at(data, pos, end, implicit=ctx.implicit)
+                encoding = ctx.text_encoding()
+                for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
+                    _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
+                           rows, skip, True, encoding)
+            return
+        if length == raw.UNDEFINED:
+            raise Unsupported("an undefined length on an element that is not a sequence")
+        if decoder == _NUMBER:
+            value = number_text(data[value_start:stop], vr)
+        elif decoder == _BINARY:
+            value = binary_text(data[value_start:stop])
+        if value is NEEDS_PYDICOM:
+            converted = convert_raw_data_element(
+                RawDataElement(BaseTag(tag), None if ctx.implicit else vr, length, data[value_start:stop],
+                               value_start, ctx.implicit, True, True),
+                encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
+            vr, value = str(converted.VR), element_text(converted)
     path_, tag_, vr_, value_ = rows  # inline: the hot path, once per element
     path_.append(path)
     tag_.append(tagstr)

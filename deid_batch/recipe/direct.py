@@ -20,8 +20,7 @@ dictionary's under the element's creator, else UN; pixel data OW); ``US or SS`` 
 beside PixelRepresentation) and ``OB or OW`` elements are copied or removed but never converted
 here (a recipe that changes one sends the file to the engine), and a file with another ambiguous
 VR, an unknown public tag, an undefined length on anything but a sequence or a data set that looks
-explicit is refused. Outputs keep the input's
-transfer syntax. Anything else: ``None``.
+explicit is refused. Outputs keep the input's transfer syntax. Anything else: ``None``.
 
 The semantics are the engine's, step by step: KEEP protects (through the skip list) the tags of
 the top-level and file-meta elements it matches; the index is every element not skipped and not
@@ -51,6 +50,7 @@ from deid_batch.dicom.rewrite import (
     _CHARSET,
     _ITEM_END,
     _ITEM_START,
+    _PIXEL_DATA,
     _PREFIX,
     _SEQ_END,
     _TAG,
@@ -87,8 +87,7 @@ _KNOWN_VRS = frozenset(v.value.encode() for v in _VR if len(v.value) == 2) - {b"
 #: (it stays UN: no VR is re-read from the dictionary)
 _IMPLICIT_VRS = _KNOWN_VRS | {b"UN"}
 _IMPLICIT_SYNTAX = "1.2.840.10008.1.2"
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_PIXEL_DATA = 0x7FE00010
+_PIXEL_TAGS = (_PIXEL_DATA, 0x7FE00008, 0x7FE00009)
 _PIXEL_REPRESENTATION = 0x00280103
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _DIRECTORY_RECORDS = 0x00041220
