@@ -265,3 +265,32 @@ def test_a_moved_output_folder_is_still_paired_with_its_inputs(tmp_path: Path) -
     manifest = str(tmp_path / "out.manifest")
     # paired (through _run.json's output folder): the other patient's ID in a kept field is a hit
     assert verify(tmp_path / "moved", ids, manifest=manifest) == [Hit(str(victim), "PatientID", "LO")]
+
+
+@pytest.mark.parametrize("line", ["JITTER StudyDate 1", "REPLACE StudyDate deid_func:jitter days=1"])
+def test_a_shifted_date_landing_on_another_original_date_is_not_a_hit(tmp_path: Path, line: str) -> None:
+    """Shifted by one day, each StudyDate lands on the next patient's StudyDate and on its own
+    file's ContentDate (kept): dates the recipe moved are not searched for other dates. A date left
+    unshifted, or an original date put anywhere else, still is a hit."""
+    def change(i: int, ds: Dataset) -> None:
+        ds.StudyDate, ds.ContentDate = f"2023041{i}", f"2023041{i + 1}"
+
+    src, dss = archive(tmp_path, change=change)
+    ids = get_identifiers(src)
+    mine = recipe(tmp_path, "deid.shift", line, "KEEP ContentDate")
+    report = run_apply(src, recipe=mine, output_folder=str(tmp_path / "out"))
+    outs = outputs_by_source(report)
+    shifted = {p: str(pydicom.dcmread(o).StudyDate) for p, o in outs.items()}
+    assert shifted == {f"p{i}": f"2023041{i + 1}" for i in range(4)}  # on p(i+1)'s and its own dates
+    assert verify(tmp_path / "out", ids) == []
+    assert verify(tmp_path / "out", ids, manifest=str(report.manifest)) == []
+
+    for name, change_out in [
+        ("p1", lambda ds: setattr(ds, "StudyDate", dss[1].StudyDate)),  # its own date, unshifted
+        ("p2", lambda ds: setattr(ds, "ImageComments", f"prior study {dss[0].StudyDate}")),
+    ]:
+        ds = pydicom.dcmread(outs[name])
+        change_out(ds)
+        ds.save_as(outs[name])
+    assert sorted(verify(tmp_path / "out", ids)) == sorted([
+        Hit(outs["p1"], "StudyDate", "DA"), Hit(outs["p2"], "ImageComments", "DA")])

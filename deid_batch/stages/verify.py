@@ -33,6 +33,12 @@ Two comparisons, one rule
     ``func:``) matches, when it holds exactly that literal. A value from the user's mapping is not
     original unless it equals one, and then it is a hit like any other.
 
+    A date the recipe shifted (an element a ``JITTER`` line or a ``deid_func:jitter`` value
+    matches, holding a date or time that is no longer its input's value there) is not searched
+    for the other original values: moved by a day or by years, it lands on someone else's date
+    sooner or later (in an archive of thousands of studies, almost always). A date left unshifted
+    is still a hit in place, and an original date anywhere else is still found.
+
     With the manifest, each output is compared with its own input; an output the manifest does not
     list is compared with every input (a value any input held at that path).
 
@@ -334,6 +340,8 @@ class VerifyConfig:
     #: elements the recipe cleans (clean_descriptor), and the fields whose values they are cleaned of
     cleaned: tuple[Selector, ...] = ()
     identifying: frozenset[str] = frozenset()
+    #: elements the recipe shifts (JITTER lines, ``deid_func:jitter`` values): dates it moved
+    shifted: tuple[Selector, ...] = ()
     #: fsspec options when the outputs are URLs (may hold secrets: not in the repr)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -363,6 +371,9 @@ def _recipe_literals(recipe: Any) -> tuple[tuple[Selector, tuple[str, ...]], ...
 
 _PS315_BASIC = "ps3.15-basic"
 _CLEANER = "deid_func:clean_descriptor"
+_JITTER = "deid_func:jitter"
+#: the text of a date, time or date-time (one value or several): what a shifted element holds
+_DATE_SHAPED = re.compile(r"^[0-9.+\-\\ ]*$")
 
 
 def _named(recipe: Any) -> tuple[frozenset[str], tuple[Selector, ...]]:
@@ -387,6 +398,17 @@ def _cleaning(recipe: Any) -> tuple[tuple[Selector, ...], frozenset[str]]:
     fields = frozenset(str(entry.field) for _, entries in getattr(recipe, "values", ())
                        for entry in entries if entry.action == "FIELD")
     return cleaned, fields
+
+
+def _shifting(recipe: Any) -> tuple[Selector, ...]:
+    """Selectors of the lines that shift dates: JITTER, and a ``deid_func:jitter`` value."""
+    out = []
+    for action in getattr(recipe, "header", ()):
+        if action.field and (action.action == "JITTER" or str(action.value or "").startswith(_JITTER)):
+            selector = compile_selector(str(action.field))
+            if selector.kind not in ("values", "fields"):
+                out.append(selector)
+    return tuple(dict.fromkeys(out))
 
 
 def _is_named(config: VerifyConfig, entry: DicomField) -> bool:
@@ -555,6 +577,7 @@ def prepare(output_folder: str, ids: str | os.PathLike[str] | pa.Table, *, recip
     config = VerifyConfig(output_folder, cands, keep, skip, _recipe_literals(recipe), anywhere,
                           referenced, keeps_unnamed=bool(stack) and stack[0] == _PS315_BASIC,
                           named=_named(recipe), cleaned=cleaned, identifying=identifying,
+                          shifted=_shifting(recipe),
                           storage_options=options)
     return config, items
 
@@ -691,6 +714,9 @@ def _check_file(item: WorkItem, config: VerifyConfig, links: Links | None = None
             continue  # the recipe's own value
         if same_parts and not kept:
             found.add((el.path, vr))  # a value that stayed where it was
+        elif config.shifted and not same_parts and _DATE_SHAPED.match(el.text) \
+                and _selected(config.shifted, el.entry):
+            continue  # a date the recipe moved: it may land on any other date of the archive
         for key in cands.found(el.text, uid_only=el.vr == "UI"):
             found.add((el.path, cands.kinds[key]))
     return [Hit(output, tag_path, kind) for tag_path, kind in sorted(found)]
