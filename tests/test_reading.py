@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from deid_batch.dicom.reading import classify_entry, read_dataset, status_for
+from deid_batch.dicom.reading import classify_entry, read_dataset, read_entry, status_for
 from deid_batch.errors import DatasetError
 from deid_batch.schemas import Reason, Status
 from tests.hostile import (
@@ -75,6 +75,30 @@ def test_classify_entry_on_special_entries(tmp_path: Path) -> None:
     assert classify_entry(str(tmp_path / "vanished")) == (
         Status.FAILED, Reason.UNREADABLE, "no longer exists"
     )
+
+
+def test_read_entry_gives_classify_entrys_verdicts_and_reads_regular_files_in_one_open(tmp_path: Path) -> None:
+    """scan and apply check an entry and read it with one open: the verdicts are classify_entry's
+    for every kind of entry; only a regular file that is not a symlink is read there."""
+    f = make_dicom(tmp_path / "a.dcm")
+    whole = f.read_bytes()
+    (tmp_path / "to_file").symlink_to(f)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "to_folder").symlink_to(tmp_path / "folder", target_is_directory=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "broken").symlink_to(tmp_path / "nothing")
+    (tmp_path / "empty").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo")
+    for p in [*tmp_path.iterdir(), tmp_path / "vanished"]:
+        verdict, data, size = read_entry(str(p))
+        assert verdict == classify_entry(str(p)), p.name
+        if p == f:
+            assert (data, size) == (whole, len(whole))
+        else:
+            assert (data, size) == (None, -1), p.name  # read the usual way, or not at all
+    assert read_entry(str(f), 100) == (None, whole[:100], len(whole))
+    assert read_entry(str(f), 10 * len(whole)) == (None, whole, len(whole))
+    assert f.read_bytes() == whole
 
 
 def test_read_dataset_never_blocks_on_a_fifo(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ __all__ = [
     "is_image_storage",
     "lacks_pixel_data",
     "read_dataset",
+    "read_entry",
     "sop_class_of",
     "status_for",
 ]
@@ -162,6 +163,43 @@ def classify_entry(path: str) -> tuple[Status, Reason, str] | None:
     if not os.access(path, os.R_OK):
         return Status.FAILED, Reason.UNREADABLE, "permission denied"
     return None
+
+
+_ENTRY_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+
+
+def read_entry(path: str, limit: int | None = None
+               ) -> tuple[tuple[Status, Reason, str] | None, bytes | None, int]:
+    """:func:`classify_entry` and the read in one open: ``(verdict, data, size)``.
+
+    A regular, non-empty file that is not a symlink is opened once and read (its first ``limit``
+    bytes, or all of it): ``(None, bytes, file size)``. Anything else (a symlink, a folder, a
+    FIFO, an empty, missing or unreadable file) gets :func:`classify_entry`'s verdict, with
+    ``(None, None, -1)`` when that is ``None`` (a symlink to a regular file: read it as usual).
+    """
+    try:
+        fd = os.open(path, _ENTRY_FLAGS)
+    except OSError:
+        return classify_entry(path), None, -1
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return classify_entry(path), None, -1
+        want = st.st_size if limit is None else min(limit, st.st_size)
+        pieces = [os.read(fd, want)]
+        got = len(pieces[0])
+        while got < want or limit is None:  # short reads; a whole read goes on to the end
+            piece = os.read(fd, max(want - got, 1 << 16))
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+        return None, pieces[0] if len(pieces) == 1 else b"".join(pieces), st.st_size
+    except OSError:
+        return classify_entry(path), None, -1
+    finally:
+        os.close(fd)
 
 
 def _fail(reason: Reason, path: str, what: str) -> DatasetError:

@@ -42,8 +42,8 @@ from pydicom.uid import UID, PrivateTransferSyntaxes
 from deid_batch.dicom import raw
 from deid_batch.dicom.raw import RawRecord, Unsupported
 
-__all__ = ["BINARY_VRS", "NEEDS_PYDICOM", "NUMBER_FORMATS", "TEXT_VRS", "Rows", "append_row", "binary_text",
-           "element_text", "flatten_file", "read_header", "tag_info", "text_of", "number_text"]
+__all__ = ["BINARY_VRS", "HEADER_BYTES", "NEEDS_PYDICOM", "NUMBER_FORMATS", "TEXT_VRS", "Rows", "append_row",
+           "binary_text", "element_text", "flatten_file", "read_header", "tag_info", "text_of", "number_text"]
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
@@ -59,7 +59,8 @@ _DIRECTORY_RECORDS = 0x00041220
 _IMPLICIT = b"1.2.840.10008.1.2\x00"
 _EXPLICIT = b"1.2.840.10008.1.2.1\x00"
 _DICOMDIR = b"1.2.840.10008.1.3.10"
-_CHUNK = 1 << 16
+#: what a raw header read takes first: enough for most headers (the whole file is read if not)
+HEADER_BYTES = _CHUNK = 1 << 16
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
 _U16, _U32, _TAG_LEN = struct.Struct("<H"), struct.Struct("<L"), struct.Struct("<HHL")

@@ -90,9 +90,12 @@ def _sop_instance_uid(ds: Any) -> str | None:
 def _load(source: str, config: ApplyConfig) -> tuple[Any, bytes | None]:
     """The input's entry problem (or None) and its bytes: fetched for a URL; read once for the byte
     writer (parsed from memory and copied from), else None (pydicom reads the path)."""
-    problem, data = storage.load_input(source, config.storage_options)
+    if config.byte_writer and not storage.is_url(source):
+        problem, data, _size = reading.read_entry(source)  # one open: the entry's checks and the read
+    else:
+        problem, data = storage.load_input(source, config.storage_options)
     if problem is None and data is None and config.byte_writer:
-        data = read_input(source)
+        data = read_input(source)  # a symlink to a regular file: read through it
     return problem, data
 
 

@@ -233,13 +233,15 @@ def _raw_possible(config: ScanConfig) -> bool:
     return True
 
 
-def _scan_raw(path: str, data: bytes | None, config: ScanConfig, skip: frozenset[str], cols: _Columns
-              ) -> tuple[str | None, str | None, dict[str, str | None]] | bytes | None:
-    """(entity, item, query columns) of a file read by the raw walker; else the bytes read (or
-    None) after rolling back: the pydicom path decides (and says what is wrong with the file)."""
-    buf, size = None, -1
+def _scan_raw(path: str, data: bytes | None, size: int, config: ScanConfig, skip: frozenset[str],
+              cols: _Columns) -> tuple[str | None, str | None, dict[str, str | None]] | bytes | None:
+    """(entity, item, query columns) of a file read by the raw walker; else the whole file's
+    bytes if they were read (or None) after rolling back: the pydicom path decides (and says
+    what is wrong with the file). ``data`` is the file's first bytes of ``size`` (None: unread)."""
+    buf = data
     try:
-        buf, size = values.read_header(path, data)
+        if buf is None:
+            buf, size = values.read_header(path, None)
         values.flatten_file(path, buf, size, cols.lists, skip, config.expand_sequences, cols.rollback)
         found = cols.pending(_QUERY | {config.entity_id, config.item_id})  # one pass for both
         entity, item = found.get(config.entity_id), found.get(config.item_id)
@@ -259,7 +261,11 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
     use_raw = _raw_possible(config)
     n_raw = 0
     for path in paths:
-        problem, data = storage.load_input(path, config.storage_options)
+        if use_raw and not storage.is_url(path):  # one open: the entry's checks and the header
+            problem, data, size = reading.read_entry(path, values.HEADER_BYTES)
+        else:
+            problem, data = storage.load_input(path, config.storage_options)
+            size = -1 if data is None else len(data)
         if problem is not None:
             status, reason, message = problem
             errors["source"].append(path)
@@ -267,12 +273,12 @@ def _scan_into(paths: Sequence[str], config: ScanConfig, rows: dict[str, list[ob
             errors["reason"].append(f"{reason.value}: {message}")
             continue
         if use_raw:
-            got = _scan_raw(path, data, config, skip, cols)
+            got = _scan_raw(path, data, size, config, skip, cols)
             if isinstance(got, tuple):
                 n_raw += 1
                 _add_row(rows, path, *got)
                 continue
-            data = got if got is not None else data
+            data = got  # the whole file if it was read, else pydicom reads the path
         try:
             ds = reading.read_dataset(path, stop_before_pixels=True, allow_no_pixel_data=True, data=data)
         except DatasetError as exc:
