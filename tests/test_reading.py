@@ -56,13 +56,18 @@ def test_classify_entry_passes_regular_files_and_symlinks_to_files(tmp_path: Pat
     assert classify_entry(str(tmp_path / "l.dcm")) is None
 
 
+def _special_entries(folder: Path) -> None:
+    """A folder, symlinks to a folder, to themselves and to nothing, an empty file, a FIFO."""
+    (folder / "folder").mkdir()
+    (folder / "to_folder").symlink_to(folder / "folder", target_is_directory=True)
+    (folder / "loop").symlink_to(folder / "loop")
+    (folder / "broken").symlink_to(folder / "nothing")
+    (folder / "empty").write_bytes(b"")
+    os.mkfifo(folder / "fifo")
+
+
 def test_classify_entry_on_special_entries(tmp_path: Path) -> None:
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "to_folder").symlink_to(tmp_path / "folder", target_is_directory=True)
-    (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    (tmp_path / "broken").symlink_to(tmp_path / "nothing")
-    (tmp_path / "empty").write_bytes(b"")
-    os.mkfifo(tmp_path / "fifo")
+    _special_entries(tmp_path)
     got = {p.name: classify_entry(str(p))[:2] for p in tmp_path.iterdir()}  # type: ignore[index]
     assert got == {
         "folder": (Status.FAILED, Reason.UNREADABLE),
@@ -83,12 +88,7 @@ def test_read_entry_gives_classify_entrys_verdicts_and_reads_regular_files_in_on
     f = make_dicom(tmp_path / "a.dcm")
     whole = f.read_bytes()
     (tmp_path / "to_file").symlink_to(f)
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "to_folder").symlink_to(tmp_path / "folder", target_is_directory=True)
-    (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    (tmp_path / "broken").symlink_to(tmp_path / "nothing")
-    (tmp_path / "empty").write_bytes(b"")
-    os.mkfifo(tmp_path / "fifo")
+    _special_entries(tmp_path)
     for p in [*tmp_path.iterdir(), tmp_path / "vanished"]:
         verdict, data, size = read_entry(str(p))
         assert verdict == classify_entry(str(p)), p.name
