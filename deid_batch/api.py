@@ -826,6 +826,20 @@ def _check_outdir_key(paths: Any, output_folder: str, manifest_dir: str, key: by
     )
 
 
+def _given_or_resumed_size(partition: int | None, resume: bool, manifest_dir: str,
+                           storage_options: Mapping[str, Any] | None) -> int | None:
+    """The partition size given; for ``--resume`` without one, the interrupted run's, so a run
+    started by a version whose partitioning rule differed resumes as it was split."""
+    if partition is not None or not resume:
+        return partition
+    folder = storage.Folder(manifest_dir, storage_options)
+    try:
+        size = json.loads(folder.read_bytes(RUN_FILE).decode("utf-8")).get("partition_size")
+    except (OSError, ValueError, AttributeError):
+        return None  # no earlier run (or not ours): prepare() says so
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
 def _open_manifest(manifest_dir: str, fingerprint: dict[str, Any], resume: bool, new_key: bytes | None,
                    recipe: Recipe, storage_options: Mapping[str, Any] | None = None) -> ManifestStore:
     """Create (or check, on resume) the manifest folder; keep a generated key and the effective recipe."""
@@ -899,7 +913,7 @@ def run_apply(files: Any, *, recipe: Any = None, base: Any = DEFAULT_BASE, ids: 
         if keys_source is not None:
             _check_ids_cover(paths, keys_source, _ids_name(ids), store_opts)
     workers = local_workers(workers)
-    size = partition_size(len(paths), partition)
+    size = partition_size(len(paths), _given_or_resumed_size(partition, resume, manifest_dir, store_opts))
     with _undo_on_refusal(output_folder, manifest_dir):
         key, new_key = keys_mod.resolve_key(manifest_dir, key_file, store_opts)
         if not resume:

@@ -116,3 +116,25 @@ def test_an_output_written_in_pieces_is_the_joined_bytes_and_found_again_the_sam
     assert write_atomic(str(path), [b"HEAD"], overwrite=True, stamp_ns=stamp) is Outcome.WRITTEN
     assert path.read_bytes() == b"HEAD"
     assert [p.name for p in path.parent.iterdir()] == ["t.dcm"]  # no temporary file left
+
+
+def test_resume_keeps_the_interrupted_runs_partition_size(small_archive, tmp_path, key_file):
+    """A run split by another partition size (given, or an earlier version's rule) resumes as it
+    was split: --resume without --partition-size takes the size from the manifest folder."""
+    from deid_batch.stages.manifest import ManifestStore
+    from deid_batch.stages.pipeline import partition_size
+
+    out = tmp_path / "out"
+    first = run_apply(str(small_archive), output_folder=str(out), client="sync", key_file=key_file, partition=5)
+    assert partition_size(24) != 5
+    store = ManifestStore(first.manifest)
+    for i in (1, 3):  # as if the run had been interrupted before these partitions finished
+        os.unlink(store.part_path(i))
+    again = run_apply(str(small_archive), output_folder=str(out), client="sync", key_file=key_file, resume=True)
+    assert again.summary.total == 24 and again.summary.by_status == {"written": 24}
+    rows = _manifest(again.manifest)
+    assert sorted(r["source"] for r in rows) == sorted(r["source"] for r in _manifest(first.manifest))
+    assert len({r["source"] for r in rows}) == 24  # every input once
+    with pytest.raises(ConfigError, match="partition_size"):  # a size given that differs is refused
+        run_apply(str(small_archive), output_folder=str(out), client="sync", key_file=key_file, resume=True,
+                  partition=7)
