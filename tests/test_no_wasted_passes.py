@@ -81,9 +81,9 @@ def _mapping_of(ids: dict) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-@pytest.mark.parametrize(("n", "size"), [(1, 50), (49, 50), (1_000, 50), (3_200, 50), (5_000, 79),
-                                         (32_000, 500), (10_000_000, 500)])
-def test_partitions_hold_at_least_50_and_at_most_500_files(n, size):
+@pytest.mark.parametrize(("n", "size"), [(1, 100), (99, 100), (1_000, 100), (3_200, 100), (5_000, 157),
+                                         (16_000, 500), (10_000_000, 500)])
+def test_partitions_hold_at_least_100_and_at_most_500_files(n, size):
     assert partition_size(n) == size
 
 
