@@ -207,9 +207,9 @@ _KNOWN_VRS = {vr.encode(): vr for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT
 _PYDICOM, _TEXT, _NUMBER, _BINARY = 0, 1, 2, 3
 _DECODERS = {**{vr: _TEXT for vr in TEXT_VRS}, **{vr: _NUMBER for vr in NUMBER_FORMATS},
              **{vr: _BINARY for vr in BINARY_VRS}}
-#: (tag, explicit VR bytes or None) -> (keyword, "(GGGG,EEEE)", VR, path name, decoder) of the
-#: elements whose VR does not depend on the file (see _element); bounded (tags seen x VRs)
-_KINDS_SEEN: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]] = {}
+#: a kind cache (one per skip list, see _kinds_for): (tag, explicit VR bytes or None) ->
+#: (keyword, "(GGGG,EEEE)", VR, path name, decoder) of the elements whose VR does not depend on
+#: the file (see _kind); bounded (tags seen x VRs)
 
 
 class _Context:
@@ -250,16 +250,23 @@ def _header(data: bytes, pos: int, end: int, implicit: bool) -> tuple[int, bytes
     return group << 16 | elem, vrb, length, pos + 8
 
 
-def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: str, rows: Rows,
-           skip: frozenset[str], expand: bool, parent: Encoding) -> tuple[int | None, int]:
+def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: str, rows: Rows,  # noqa: C901
+           skip: frozenset[str], expand: bool, parent: Encoding) -> tuple[int | None, int]:  # hot loop, fused
     """Walk and decode one data set's elements in ``data[pos:end]``, as :func:`raw.walk` reads
     them (the same checks, fused with decoding: no record per element). At the top level, stop
     at the pixel data. Returns (offset of the pixel data or None, number of elements that are
-    neither the character set nor group lengths)."""
+    neither the character set nor group lengths).
+
+    The hot loop: an element whose kind is known (cached for this skip list) and whose value is
+    plain printable ASCII text is decoded and appended here, inline (what :func:`text_of`
+    checks); every other element goes through :func:`_element`."""
     ctx = _Context(implicit, parent)
+    kinds = _kinds_for(skip)
+    path_, tag_, vr_, value_ = rows
     n_elements = 0
+    last = -1
     while pos < end:
-        # the element header, inline (the hot loop): as _header reads it
+        # the element header, inline: as _header reads it
         if pos + 8 > end:
             raise Unsupported("bytes left over after the last element")
         vrb: bytes | None = None
@@ -270,50 +277,93 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
             group, elem, vrb, length = _TAG_VR_LEN.unpack_from(data, pos)
             value_start = pos + 8
             if vrb in _LONG_VRS:
-                tag, vrb, length, value_start = _header(data, pos, end, implicit)
+                _, vrb, length, value_start = _header(data, pos, end, implicit)
         tag = group << 16 | elem
-        if tag >> 16 == 0xFFFE:
+        if group == 0xFFFE:
             raise Unsupported("an item or delimiter tag at data set level")
-        if tag <= ctx.last:
+        if tag <= last:
             raise Unsupported("elements out of tag order")
         if top and (tag in raw.PIXEL_TAGS or tag == _DIRECTORY_RECORDS):
             if tag == _DIRECTORY_RECORDS:
                 raise Unsupported("a DICOMDIR")
             return pos, n_elements
-        ctx.last = tag
+        last = tag
         if length == raw.UNDEFINED:
             stop = raw.element_at(data, pos, end, implicit=implicit).end
         elif value_start + length > end:
             raise Unsupported("a value runs past its container")
         else:
             stop = value_start + length
-        if tag != _CHARSET and tag & 0xFFFF:
-            n_elements += 1
-        _element(data, pos, tag, vrb, length, value_start, stop, end, ctx, prefix, rows, skip, expand)
+        if elem:
+            if tag == _CHARSET:
+                ctx.charset = data[value_start:stop]
+            else:
+                n_elements += 1
+                if group & 1 and 0x10 <= elem <= 0xFF:
+                    ctx.creators[tag] = data[value_start:stop]
+        kind = kinds.get((tag, vrb))
+        if kind is _SKIPPED:
+            pos = stop
+            continue
+        if kind is not None and kind[4] == _TEXT and length != raw.UNDEFINED:
+            vr = kind[2]
+            value: str | None
+            if not length:  # pydicom reads an empty DS or IS as None (other empty text as "")
+                value = None if vr in _NUMBER_TEXT_VRS else ""
+            else:
+                try:
+                    value = data[value_start:stop].decode("ascii").rstrip("\x00 ")
+                except UnicodeDecodeError:
+                    value = NEEDS_PYDICOM
+                else:
+                    if (not value.isprintable() or value[:1].isspace()
+                            or ("\\" in value and (" \\" in value or "\\ " in value))):
+                        value = NEEDS_PYDICOM
+            if value is not NEEDS_PYDICOM:
+                path_.append(prefix + kind[3] if prefix else kind[3])
+                tag_.append(kind[1])
+                vr_.append(vr)
+                value_.append(value)
+                pos = stop
+                continue
+        ctx.last = last
+        _element(data, pos, tag, vrb, length, value_start, stop, end, ctx, prefix, rows, skip, kinds, expand)
         pos = stop
     return None, n_elements
 
 
+#: marks an element of the skip list in a kind cache
+_SKIPPED: Any = ()
+_KINDS_BY_SKIP: dict[frozenset[str], dict[tuple[int, bytes | None], tuple[str, str, str, str, int]]] = {}
+
+
+def _kinds_for(skip: frozenset[str]) -> dict[tuple[int, bytes | None], tuple[str, str, str, str, int]]:
+    """The kind cache of one skip list (:data:`_SKIPPED` for its elements); bounded."""
+    kinds = _KINDS_BY_SKIP.get(skip)
+    if kinds is None:
+        if len(_KINDS_BY_SKIP) >= 16:
+            _KINDS_BY_SKIP.clear()
+        kinds = _KINDS_BY_SKIP[skip] = {}
+    return kinds
+
+
 def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, value_start: int,
              stop: int, end: int, ctx: _Context, prefix: str, rows: Rows, skip: frozenset[str],
-             expand: bool) -> None:
-    """Append the row(s) of one element (a sequence's items' rows after its own)."""
-    if tag == _CHARSET:
-        ctx.charset = data[value_start:stop]
-    elif tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
-        ctx.creators[tag] = data[value_start:stop]
-    kind = _KINDS_SEEN.get((tag, vrb))
+             kinds: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]], expand: bool) -> None:
+    """Append the row(s) of one element (a sequence's items' rows after its own): the elements
+    :func:`_level`'s inline path does not decode."""
+    kind = kinds.get((tag, vrb))
     if kind is None:
         keyword, tagstr = tag_info(tag)
         if skip and (keyword in skip or tagstr in skip):
+            if len(kinds) < 100_000:
+                kinds[tag, vrb] = _SKIPPED
             return  # before its VR is looked at (a skipped element is never read)
-        kind = _kind(tag, vrb, keyword, tagstr, length, ctx)
-    elif skip and (kind[0] in skip or kind[1] in skip):
-        return
+        kind = _kind(tag, vrb, keyword, tagstr, length, ctx, kinds)
     _keyword, tagstr, vr, name, decoder = kind
     path = prefix + name if prefix else name
     value: str | None = NEEDS_PYDICOM
-    if decoder == _TEXT and length != raw.UNDEFINED:  # the hot path: plain text, decoded directly
+    if decoder == _TEXT and length != raw.UNDEFINED:
         # pydicom reads an empty DS or IS as None (other empty text as "")
         value = None if not length and vr in _NUMBER_TEXT_VRS else text_of(data[value_start:stop])
     if value is NEEDS_PYDICOM:
@@ -338,22 +388,19 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
                                value_start, ctx.implicit, True, True),
                 encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
             vr, value = str(converted.VR), element_text(converted)
-    path_, tag_, vr_, value_ = rows  # inline: the hot path, once per element
-    path_.append(path)
-    tag_.append(tagstr)
-    vr_.append(vr)
-    value_.append(value)
+    append_row(rows, path, tagstr, vr, value)
 
 
-def _kind(tag: int, vrb: bytes | None, keyword: str, tagstr: str, length: int, ctx: _Context
-          ) -> tuple[str, str, str, str, int]:
-    """(keyword, "(GGGG,EEEE)", VR, path name, decoder) of an element; kept in ``_KINDS_SEEN``
+def _kind(tag: int, vrb: bytes | None, keyword: str, tagstr: str, length: int, ctx: _Context,
+          kinds: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]]) -> tuple[str, str, str, str, int]:
+    """(keyword, "(GGGG,EEEE)", VR, path name, decoder) of an element; kept in ``kinds``
     where it depends on (tag, VR as written) alone: an explicit VR pydicom keeps (not UN), or a
-    public tag's one dictionary VR in implicit VR."""
+    public tag's one dictionary VR in implicit VR (``kinds`` is the cache of the scan's skip list,
+    :func:`_kinds_for`)."""
     vr = _vr(tag, vrb, keyword, length, ctx)
     kind = (keyword, tagstr, vr, keyword or tagstr, _DECODERS.get(vr, _PYDICOM))
-    if (vr == _KNOWN_VRS[vrb] if vrb is not None else keyword) and len(_KINDS_SEEN) < 100_000:
-        _KINDS_SEEN[tag, vrb] = kind
+    if (vr == _KNOWN_VRS[vrb] if vrb is not None else keyword) and len(kinds) < 100_000:
+        kinds[tag, vrb] = kind
     return kind
 
 
