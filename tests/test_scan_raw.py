@@ -221,6 +221,34 @@ def test_deid_data_files_scan_alike():
     assert n_raw >= 10
 
 
+#: SpecificCharacterSet as other software writes it: standard, misspelled (pydicom corrects it
+#: with a warning), unknown (the default with a warning), a stand-alone encoding among several,
+#: padded, empty; each written twice in one partition (a character set converted once is reused)
+_SPELLINGS = [b"ISO_IR 100", b"ISO_IR100", b"ISO IR 100", b"iso_ir 100", b" ISO_IR 100", b"ISO_IR 100 ",
+              b"ISO_IR 192\\ISO 2022 IR 87", b"ISO 2022 IR 100\\ISO_IR 192", b"\\ISO 2022 IR 100",
+              b"NOT A CHARSET", b"latin_1", b"ISO_IR 100\\ISO_IR 100", b"", b"ISO_IR 6", b"ISO_IR 192"]
+
+
+def test_charset_spellings_decode_as_pydicom_decodes_them(archives, tmp_path):
+    source = pydicom.dcmread(archives["small"][0])
+    paths = []
+    for i, spelling in enumerate([*_SPELLINGS, *_SPELLINGS]):
+        ds = source.copy()
+        raw_values = {0x00080005: ("CS", spelling), 0x00100010: ("PN", b"M\xfcller^J\xf6rg"),
+                      0x00081030: ("LO", b"Cr\xe2ne")}
+        for tag, (vr, value) in raw_values.items():
+            ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+        item = Dataset()  # inherits the file's character set
+        item._dict[Tag(0x00100010)] = RawDataElement(Tag(0x00100010), "PN", 5, b"D\xfcrr", 0, False, True)
+        ds.OtherPatientIDsSequence = Sequence([item])
+        path = tmp_path / f"charset{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(str(path))
+    n_raw, _n_pydicom = _both(paths)
+    assert n_raw >= len(paths) // 2
+    assert _both(list(reversed(paths)))[0] == n_raw  # the other order: the same rows
+
+
 # ------------------------------------------------------------------ hypothesis-generated headers
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
 _RAW_TEXT = st.binary(max_size=9).map(lambda b: b.replace(b"\\", b"\\\\"))

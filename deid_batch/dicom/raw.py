@@ -76,10 +76,13 @@ def walk_file(data: bytes) -> tuple[list[RawRecord], int]:
     meta: list[RawRecord] = []
     pos, end = 132, len(data)
     while pos + 8 <= end:
-        group = data[pos] | data[pos + 1] << 8
+        group, elem, vr, length = _TAG_VR_LEN.unpack_from(data, pos)
         if group != 2:
             break
-        record = _element(data, pos, end, implicit=False)
+        if vr in _SHORT_VRS and pos + 8 + length <= end:  # the fast path of walk_explicit
+            record = tuple.__new__(RawRecord, (2 << 16 | elem, vr, pos, pos + 8, length, pos + 8 + length))
+        else:
+            record = _element(data, pos, end, implicit=False)  # the general path (and its errors)
         meta.append(record)
         pos = record.end
     return meta, pos

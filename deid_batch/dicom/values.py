@@ -33,7 +33,7 @@ from collections.abc import Callable, MutableSequence
 from typing import Any, Union
 
 from pydicom import config
-from pydicom.charset import convert_encodings, default_encoding
+from pydicom.charset import STAND_ALONE_ENCODINGS, convert_encodings, default_encoding, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.tag import BaseTag
@@ -370,7 +370,7 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
         if vr == "SQ":
             append_row(rows, path, tagstr, "SQ", None)
             if expand:
-                record = raw.element_at(data, pos, end, implicit=ctx.implicit)
+                record = RawRecord(tag, vrb, pos, value_start, length, stop)  # as _level read it
                 encoding = ctx.text_encoding()
                 for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
                     _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
@@ -441,12 +441,34 @@ def _enc(charset: bytes | None, parent: Encoding, last: int) -> Encoding:
     """The level's character set: its own SpecificCharacterSet, else the parent's (decided only
     once the walk is past where SpecificCharacterSet would be)."""
     if charset is not None:
+        known = _CHARSETS.get(charset)
+        if known is not None:
+            return list(known)
         elem = convert_raw_data_element(RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0,
                                                        False, True, True))
-        return convert_encodings(elem.value)
+        encodings = convert_encodings(elem.value)
+        if len(_CHARSETS) < 64 and _standard_charset(charset):
+            _CHARSETS[charset] = list(encodings)
+        return encodings
     if last < _CHARSET:
         raise Unsupported("text before the character set")
     return parent
+
+
+#: SpecificCharacterSet values as written -> their Python encodings, for the values pydicom reads
+#: without a warning (one conversion per process instead of one per file and level); bounded
+_CHARSETS: dict[bytes, list[str]] = {}
+
+
+def _standard_charset(charset: bytes) -> bool:
+    """Is this SpecificCharacterSet value one pydicom reads without a warning or a correction:
+    every value a defined term, written exactly, and no stand-alone encoding among several?"""
+    try:
+        terms = charset.decode("ascii").rstrip("\x00 ").split("\\")
+    except UnicodeDecodeError:
+        return False
+    return all(term in python_encoding and term == term.strip() for term in terms) and \
+        (len(terms) == 1 or not any(term in STAND_ALONE_ENCODINGS for term in terms))
 
 
 def _private_vr(tag: int, length: int, ctx: _Context) -> str:
