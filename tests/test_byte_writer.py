@@ -303,6 +303,36 @@ REMOVE endswith:Name
 """
 
 
+#: SpecificCharacterSet as other software writes it (standard, misspelled, unknown, a stand-alone
+#: encoding among several, padded, empty), each file written twice (the conversion is reused)
+CHARSET_SPELLINGS = [b"ISO_IR 100", b"ISO_IR100", b"ISO IR 100", b"iso_ir 100", b" ISO_IR 100", b"ISO_IR 100 ",
+                     b"ISO_IR 192\\ISO 2022 IR 87", b"ISO 2022 IR 100\\ISO_IR 192", b"\\ISO 2022 IR 100",
+                     b"NOT A CHARSET", b"latin_1", b"ISO_IR 100\\ISO_IR 100", b"", b"ISO_IR 6", b"ISO_IR 192"]
+
+
+@pytest.mark.parametrize("recipe", ["dicom", "busy"])
+def test_charset_spellings_give_the_same_bytes_on_every_path(archives, tmp_path, recipe):
+    source = pydicom.dcmread(archives["small"][0])
+    files = []
+    for i, spelling in enumerate([*CHARSET_SPELLINGS, *CHARSET_SPELLINGS]):
+        ds = source.copy()
+        for tag, vr, value in ((0x00080005, "CS", spelling), (0x00100010, "PN", b"M\xfcller^J\xf6rg"),
+                               (0x00081030, "LO", b"Cr\xe2ne"), (0x00081010, "SH", b"Stati\xf6n")):
+            ds._dict[pydicom.tag.Tag(tag)] = RawDataElement(pydicom.tag.Tag(tag), vr, len(value), value, 0,
+                                                            False, True)
+        path = tmp_path / "in" / f"charset{i}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    recipe_path = tmp_path / "deid.charsets"
+    recipe_path.write_text("FORMAT dicom\n%header\nREPLACE StudyDescription Zürich\nREPLACE PatientName "
+                           "Ærøskøbing\nKEEP StationName\n", encoding="utf-8")
+    fast, slow = _configs("dicom" if recipe == "dicom" else str(recipe_path), tmp_path,
+                          base=UNSET if recipe == "dicom" else None)
+    writers = _compare(files, fast, slow)
+    assert writers["raw"] >= len(files) // 2
+
+
 @pytest.mark.parametrize("variables", [None, {"study_date": "20200101", "instance": "7", "study_id": "S1"}],
                          ids=["no-variables", "variables"])
 @pytest.mark.parametrize("remove_private", [True, False], ids=["remove-private", "keep-private"])

@@ -27,6 +27,7 @@ Pure functions; no state between calls.
 
 from __future__ import annotations
 
+import copy
 import os
 import struct
 from collections.abc import Callable, MutableSequence
@@ -43,7 +44,8 @@ from deid_batch.dicom import raw
 from deid_batch.dicom.raw import RawRecord, Unsupported
 
 __all__ = ["BINARY_VRS", "HEADER_BYTES", "NEEDS_PYDICOM", "NUMBER_FORMATS", "TEXT_VRS", "Rows", "append_row",
-           "binary_text", "element_text", "flatten_file", "read_header", "tag_info", "text_of", "number_text"]
+           "binary_text", "element_text", "flatten_file", "read_charset", "read_header", "tag_info", "text_of",
+           "number_text"]
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
@@ -441,23 +443,31 @@ def _enc(charset: bytes | None, parent: Encoding, last: int) -> Encoding:
     """The level's character set: its own SpecificCharacterSet, else the parent's (decided only
     once the walk is past where SpecificCharacterSet would be)."""
     if charset is not None:
-        known = _CHARSETS.get(charset)
-        if known is not None:
-            return list(known)
-        elem = convert_raw_data_element(RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0,
-                                                       False, True, True))
-        encodings = convert_encodings(elem.value)
-        if len(_CHARSETS) < 64 and _standard_charset(charset):
-            _CHARSETS[charset] = list(encodings)
-        return encodings
+        return read_charset(charset)[1]
     if last < _CHARSET:
         raise Unsupported("text before the character set")
     return parent
 
 
-#: SpecificCharacterSet values as written -> their Python encodings, for the values pydicom reads
-#: without a warning (one conversion per process instead of one per file and level); bounded
-_CHARSETS: dict[bytes, list[str]] = {}
+#: SpecificCharacterSet values as written -> (pydicom's value, its Python encodings), for the
+#: values pydicom reads without a warning (one conversion per process, not per file); bounded
+_CHARSETS: dict[bytes, tuple[Any, list[str]]] = {}
+
+
+def read_charset(charset: bytes) -> tuple[Any, list[str]]:
+    """(SpecificCharacterSet as pydicom reads these value bytes, its Python encodings), each call a
+    fresh copy. A standard value is converted once per process (pydicom's conversion costs more
+    than a raw walk of a small header); any other is converted every time, with pydicom's warning."""
+    known = _CHARSETS.get(charset)
+    if known is None:
+        elem = convert_raw_data_element(RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0,
+                                                       False, True, True))
+        value, encodings = elem.value, convert_encodings(elem.value)
+        if len(_CHARSETS) < 64 and _standard_charset(charset):
+            _CHARSETS[charset] = (copy.deepcopy(value), list(encodings))
+        return value, encodings
+    value, encodings = known
+    return (value if isinstance(value, str) else copy.deepcopy(value)), list(encodings)
 
 
 def _standard_charset(charset: bytes) -> bool:

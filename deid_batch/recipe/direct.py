@@ -36,14 +36,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.charset import convert_encodings, default_encoding
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, SecondaryCaptureImageStorage
 from pydicom.valuerep import VR as _VR
 
-from deid_batch.dicom import elements, raw
+from deid_batch.dicom import elements, raw, values
 from deid_batch.dicom.reading import DICOMDIR_SOP_CLASS, is_image_storage
 from deid_batch.dicom.rewrite import (
     _BULK_VRS,
@@ -386,8 +386,7 @@ def _run(data: bytes, plan: DirectPlan, variables: Mapping[str, Any],
     if charset_rec is not None:
         if charset_rec.vr != b"CS" or not data[charset_rec.value_start:charset_rec.end].strip(b" \0"):
             return None
-        f.charset_value = f.convert(charset_rec, "CS", 0).value
-        f.encoding = convert_encodings(f.charset_value)
+        f.charset_value, f.encoding = values.read_charset(data[charset_rec.value_start:charset_rec.end])
     sop_class = _uid_of(data, by_tag.get(_SOP_CLASS)) or \
         _uid_of(data, next((r for r in meta_records if r.tag == 0x00020002), None))
     if sop_class == DICOMDIR_SOP_CLASS:
