@@ -198,6 +198,76 @@ def test_hostile_inputs_get_the_rows_and_reasons_of_the_pydicom_scan(tmp_path):
     assert n_raw > 0 and n_raw + n_pydicom == len(paths)
 
 
+_ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+_SEQ_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _delimiter_variants(tmp_path: Path, implicit: bool) -> list[str]:
+    """Files whose sequences' delimiters are missing, doubled, misplaced or stray."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
+    ds.PatientName, ds.PatientID = "DELIM^TEST", "P1"
+    inner = Dataset()
+    inner.CodeValue, inner.CodeMeaning = "X1", "inner"
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.9", "1.2.9.1"
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    ds.ReferencedStudySequence = Sequence([item, Dataset()])
+    ds.StudyDescription = "after the sequence"
+    paths = []
+
+    def save(name: str, undefined: bool) -> bytes:
+        for elem in ds.iterall():
+            if elem.VR == "SQ":
+                elem.is_undefined_length = undefined
+                for it in elem.value:
+                    it.is_undefined_length_sequence_item = undefined
+        path = tmp_path / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True, implicit_vr=implicit)
+        return path.read_bytes()
+
+    def variant(name: str, data: bytes) -> None:
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(data)
+        paths.append(str(path))
+
+    data = save("undefined", True)
+    paths.append(str(tmp_path / "undefined.dcm"))
+    first = data.index(_ITEM_END)
+    variant("no-item-delimiter", data.replace(_ITEM_END, b"", 1))
+    variant("no-item-delimiters", data.replace(_ITEM_END, b""))
+    variant("doubled-item-delimiter", data[:first] + _ITEM_END + data[first:])
+    variant("no-sequence-delimiter", data.replace(_SEQ_END, b"", 1))
+    variant("item-delimiter-for-sequence-delimiter", data.replace(_SEQ_END, _ITEM_END))
+    variant("sequence-delimiter-for-item-delimiter", data.replace(_ITEM_END, _SEQ_END, 1))
+    cut = data.index(b"DELIM^TEST")  # a stray delimiter among the data set's elements
+    header = data.rfind(b"\x10\x00\x10\x00", 0, cut)
+    variant("stray-item-delimiter", data[:header] + _ITEM_END + data[header:])
+    variant("stray-sequence-delimiter", data[:header] + _SEQ_END + data[header:])
+    variant("ends-inside-an-item", data[:first])
+    defined = save("defined", False)
+    paths.append(str(tmp_path / "defined.dcm"))
+    start = defined.index(b"\xfe\xff\x00\xe0")  # the first item: a delimiter inside it
+    length = int.from_bytes(defined[start + 4:start + 8], "little")
+    sq = defined.index(b"\x08\x00\x10\x11") + (4 if implicit else 8)  # the sequence's length field
+    sq_length = int.from_bytes(defined[sq:sq + 4], "little")
+    defined = defined[:sq] + (sq_length + 8).to_bytes(4, "little") + defined[sq + 4:]
+    variant("item-delimiter-in-a-defined-item",
+            defined[:start + 4] + (length + 8).to_bytes(4, "little") + _ITEM_END + defined[start + 8:])
+    return paths
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_misplaced_delimiters_scan_alike(tmp_path, implicit):
+    paths = _delimiter_variants(tmp_path, implicit)
+    n_raw, n_pydicom = _both(paths)
+    assert n_raw >= 2 and n_raw + n_pydicom == len(paths)
+
+
 def test_truncated_copies_fall_back_and_keep_their_reasons(archives, tmp_path):
     """Cuts at many offsets of a header: the raw path never reads a cut file as whole."""
     data = Path(archives["charsets"][0]).read_bytes()

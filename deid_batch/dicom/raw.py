@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 from pydicom.valuerep import VR
 
-__all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "element_at", "items_of", "walk",
-           "walk_explicit", "walk_file"]
+__all__ = ["PIXEL_TAGS", "UNDEFINED", "RawItem", "RawRecord", "Unsupported", "element_at", "item_header",
+           "items_of", "walk", "walk_explicit", "walk_file"]
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -179,16 +179,28 @@ def _fragments_end(data: bytes, pos: int, end: int) -> int:
         pos += 8 + length
 
 
+def item_header(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(value offset, length) of the item of an undefined-length sequence whose header is at
+    ``data[pos]`` (its container ends at ``end``); None at the sequence delimiter."""
+    if pos + 8 > end:
+        raise Unsupported("the file ends inside a sequence")
+    group, elem, length = _TAG_LEN.unpack_from(data, pos)
+    tag = group << 16 | elem
+    if tag == _SEQ_END:
+        return None
+    if tag != _ITEM:
+        raise Unsupported("a sequence holds something other than items")
+    if length != UNDEFINED and pos + 8 + length > end:
+        raise Unsupported("an item runs past its sequence")
+    return pos + 8, length
+
+
 def _sequence_end(data: bytes, pos: int, end: int, implicit: bool) -> int:
     while True:
-        if pos + 8 > end:
-            raise Unsupported("the file ends inside a sequence")
-        group, elem, length = _TAG_LEN.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if tag == _SEQ_END:
+        header = item_header(data, pos, end)
+        if header is None:
             return pos + 8
-        item = _item(data, pos, end, implicit, tag, length)
-        pos = item.end
+        pos = _item(data, pos, end, implicit, _ITEM, header[1]).end
 
 
 def _item(data: bytes, pos: int, end: int, implicit: bool, tag: int, length: int) -> RawItem:

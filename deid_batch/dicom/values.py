@@ -66,7 +66,7 @@ HEADER_BYTES = _CHUNK = 1 << 16
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
 _U16, _U32, _TAG_LEN = struct.Struct("<H"), struct.Struct("<L"), struct.Struct("<HHL")
-_ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _STRUCTS = {(vr, little): struct.Struct(("<" if little else ">") + code)
             for vr, code in NUMBER_FORMATS.items() for little in (True, False)}
 
@@ -253,11 +253,13 @@ def _header(data: bytes, pos: int, end: int, implicit: bool) -> tuple[int, bytes
 
 
 def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: str, rows: Rows,  # noqa: C901
-           skip: frozenset[str], expand: bool, parent: Encoding) -> tuple[int | None, int]:  # hot loop, fused
+           skip: frozenset[str], expand: bool, parent: Encoding,  # hot loop, fused
+           delimited: bool = False) -> tuple[int | None, int]:
     """Walk and decode one data set's elements in ``data[pos:end]``, as :func:`raw.walk` reads
     them (the same checks, fused with decoding: no record per element). At the top level, stop
-    at the pixel data. Returns (offset of the pixel data or None, number of elements that are
-    neither the character set nor group lengths).
+    at the pixel data; in an item of undefined length (``delimited``), at its item delimiter.
+    Returns (offset of the pixel data or the item delimiter, else None; number of elements that
+    are neither the character set nor group lengths).
 
     The hot loop: an element whose kind is known (cached for this skip list) and whose value is
     plain printable ASCII text is decoded and appended here, inline (what :func:`text_of`
@@ -282,6 +284,8 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
                 _, vrb, length, value_start = _header(data, pos, end, implicit)
         tag = group << 16 | elem
         if group == 0xFFFE:
+            if delimited and tag == _ITEM_END:
+                return pos, n_elements
             raise Unsupported("an item or delimiter tag at data set level")
         if tag <= last:
             raise Unsupported("elements out of tag order")
@@ -291,21 +295,25 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
             return pos, n_elements
         last = tag
         if length == raw.UNDEFINED:
-            stop = raw.element_at(data, pos, end, implicit=implicit).end
+            stop = -1  # a sequence's end is where its walk ends (_element); anything else: raw's walk
         elif value_start + length > end:
             raise Unsupported("a value runs past its container")
         else:
             stop = value_start + length
         if elem:
             if tag == _CHARSET:
+                if stop < 0:
+                    stop = raw.element_at(data, pos, end, implicit=implicit).end
                 ctx.charset = data[value_start:stop]
             else:
                 n_elements += 1
                 if group & 1 and 0x10 <= elem <= 0xFF:
+                    if stop < 0:
+                        stop = raw.element_at(data, pos, end, implicit=implicit).end
                     ctx.creators[tag] = data[value_start:stop]
         kind = kinds.get((tag, vrb))
         if kind is _SKIPPED:
-            pos = stop
+            pos = stop if stop >= 0 else raw.element_at(data, pos, end, implicit=implicit).end
             continue
         if kind is not None and kind[4] == _TEXT and length != raw.UNDEFINED:
             vr = kind[2]
@@ -329,8 +337,10 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
                 pos = stop
                 continue
         ctx.last = last
-        _element(data, pos, tag, vrb, length, value_start, stop, end, ctx, prefix, rows, skip, kinds, expand)
-        pos = stop
+        pos = _element(data, pos, tag, vrb, length, value_start, stop, end, ctx, prefix, rows, skip, kinds,
+                       expand)
+    if delimited:
+        raise Unsupported("the file ends inside an item")
     return None, n_elements
 
 
@@ -351,16 +361,18 @@ def _kinds_for(skip: frozenset[str]) -> dict[tuple[int, bytes | None], tuple[str
 
 def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, value_start: int,
              stop: int, end: int, ctx: _Context, prefix: str, rows: Rows, skip: frozenset[str],
-             kinds: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]], expand: bool) -> None:
+             kinds: dict[tuple[int, bytes | None], tuple[str, str, str, str, int]], expand: bool) -> int:
     """Append the row(s) of one element (a sequence's items' rows after its own): the elements
-    :func:`_level`'s inline path does not decode."""
+    :func:`_level`'s inline path does not decode. Returns where the element ends (``stop``, or
+    for an undefined length, -1, where its walk ends)."""
     kind = kinds.get((tag, vrb))
     if kind is None:
         keyword, tagstr = tag_info(tag)
         if skip and (keyword in skip or tagstr in skip):
             if len(kinds) < 100_000:
                 kinds[tag, vrb] = _SKIPPED
-            return  # before its VR is looked at (a skipped element is never read)
+            # before its VR is looked at (a skipped element is never read)
+            return stop if stop >= 0 else raw.element_at(data, pos, end, implicit=ctx.implicit).end
         kind = _kind(tag, vrb, keyword, tagstr, length, ctx, kinds)
     _keyword, tagstr, vr, name, decoder = kind
     path = prefix + name if prefix else name
@@ -371,13 +383,16 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
     if value is NEEDS_PYDICOM:
         if vr == "SQ":
             append_row(rows, path, tagstr, "SQ", None)
-            if expand:
-                record = RawRecord(tag, vrb, pos, value_start, length, stop)  # as _level read it
-                encoding = ctx.text_encoding()
-                for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
-                    _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
-                           rows, skip, True, encoding)
-            return
+            if not expand:
+                return stop if stop >= 0 else raw.element_at(data, pos, end, implicit=ctx.implicit).end
+            if stop < 0:
+                return _undefined_sequence(data, value_start, end, ctx, path, rows, skip)
+            record = RawRecord(tag, vrb, pos, value_start, length, stop)  # as _level read it
+            encoding = ctx.text_encoding()
+            for i, item in enumerate(raw.items_of(data, record, implicit=ctx.implicit)):
+                _level(data, item.value_start, item.value_end, ctx.implicit, False, f"{path}[{i}].",
+                       rows, skip, True, encoding)
+            return stop
         if length == raw.UNDEFINED:
             raise Unsupported("an undefined length on an element that is not a sequence")
         if decoder == _NUMBER:
@@ -391,6 +406,30 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
                 encoding=default_encoding if tag == _CHARSET else ctx.text_encoding())
             vr, value = str(converted.VR), element_text(converted)
     append_row(rows, path, tagstr, vr, value)
+    return stop
+
+
+def _undefined_sequence(data: bytes, pos: int, end: int, ctx: _Context, path: str, rows: Rows,
+                        skip: frozenset[str]) -> int:
+    """Walk and decode the items of a sequence of undefined length whose value starts at ``pos``,
+    in one pass (:func:`raw.items_of` and :func:`raw.element_at` refuse what this refuses);
+    returns where the sequence ends (after its delimiter)."""
+    encoding = ctx.text_encoding()
+    i = 0
+    while True:
+        header = raw.item_header(data, pos, end)
+        if header is None:
+            return pos + 8
+        start, length = header
+        if length != raw.UNDEFINED:
+            _level(data, start, start + length, ctx.implicit, False, f"{path}[{i}].", rows, skip, True, encoding)
+            pos = start + length
+        else:
+            delimiter, _n = _level(data, start, end, ctx.implicit, False, f"{path}[{i}].", rows, skip, True,
+                                   encoding, delimited=True)
+            assert delimiter is not None  # a delimited level ends at its delimiter or raises
+            pos = delimiter + 8
+        i += 1
 
 
 def _kind(tag: int, vrb: bytes | None, keyword: str, tagstr: str, length: int, ctx: _Context,
