@@ -209,9 +209,6 @@ _KNOWN_VRS = {vr.encode(): vr for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT
 _PYDICOM, _TEXT, _NUMBER, _BINARY = 0, 1, 2, 3
 _DECODERS = {**{vr: _TEXT for vr in TEXT_VRS}, **{vr: _NUMBER for vr in NUMBER_FORMATS},
              **{vr: _BINARY for vr in BINARY_VRS}}
-#: a kind cache (one per skip list, see _kinds_for): (tag, explicit VR bytes or None) ->
-#: (keyword, "(GGGG,EEEE)", VR, path name, decoder) of the elements whose VR does not depend on
-#: the file (see _kind); bounded (tags seen x VRs)
 
 
 class _Context:
@@ -302,18 +299,16 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
             stop = value_start + length
         if elem:
             if tag == _CHARSET:
-                if stop < 0:
-                    stop = raw.element_at(data, pos, end, implicit=implicit).end
+                stop = _found_end(data, pos, end, implicit, stop)
                 ctx.charset = data[value_start:stop]
             else:
                 n_elements += 1
                 if group & 1 and 0x10 <= elem <= 0xFF:
-                    if stop < 0:
-                        stop = raw.element_at(data, pos, end, implicit=implicit).end
+                    stop = _found_end(data, pos, end, implicit, stop)
                     ctx.creators[tag] = data[value_start:stop]
         kind = kinds.get((tag, vrb))
         if kind is _SKIPPED:
-            pos = stop if stop >= 0 else raw.element_at(data, pos, end, implicit=implicit).end
+            pos = _found_end(data, pos, end, implicit, stop)
             continue
         if kind is not None and kind[4] == _TEXT and length != raw.UNDEFINED:
             vr = kind[2]
@@ -346,7 +341,15 @@ def _level(data: bytes, pos: int, end: int, implicit: bool, top: bool, prefix: s
 
 #: marks an element of the skip list in a kind cache
 _SKIPPED: Any = ()
+#: the kind caches, one per skip list (see _kinds_for): (tag, explicit VR bytes or None) ->
+#: (keyword, "(GGGG,EEEE)", VR, path name, decoder) of the elements whose VR does not depend on
+#: the file (see _kind); bounded (tags seen x VRs)
 _KINDS_BY_SKIP: dict[frozenset[str], dict[tuple[int, bytes | None], tuple[str, str, str, str, int]]] = {}
+
+
+def _found_end(data: bytes, pos: int, end: int, implicit: bool, stop: int) -> int:
+    """``stop``, or where raw's walk ends the element at ``pos`` when its length is undefined (-1)."""
+    return stop if stop >= 0 else raw.element_at(data, pos, end, implicit=implicit).end
 
 
 def _kinds_for(skip: frozenset[str]) -> dict[tuple[int, bytes | None], tuple[str, str, str, str, int]]:
@@ -372,7 +375,7 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
             if len(kinds) < 100_000:
                 kinds[tag, vrb] = _SKIPPED
             # before its VR is looked at (a skipped element is never read)
-            return stop if stop >= 0 else raw.element_at(data, pos, end, implicit=ctx.implicit).end
+            return _found_end(data, pos, end, ctx.implicit, stop)
         kind = _kind(tag, vrb, keyword, tagstr, length, ctx, kinds)
     _keyword, tagstr, vr, name, decoder = kind
     path = prefix + name if prefix else name
@@ -384,7 +387,7 @@ def _element(data: bytes, pos: int, tag: int, vrb: bytes | None, length: int, va
         if vr == "SQ":
             append_row(rows, path, tagstr, "SQ", None)
             if not expand:
-                return stop if stop >= 0 else raw.element_at(data, pos, end, implicit=ctx.implicit).end
+                return _found_end(data, pos, end, ctx.implicit, stop)
             if stop < 0:
                 return _undefined_sequence(data, value_start, end, ctx, path, rows, skip)
             record = RawRecord(tag, vrb, pos, value_start, length, stop)  # as _level read it
